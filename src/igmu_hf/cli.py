@@ -1,0 +1,189 @@
+"""The ``igmu`` command: categorize, unlearn, evaluate, demo. Thin argparse over the library."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+logger = logging.getLogger("igmu_hf")
+
+
+def _add_model_arg(p):
+    p.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                   help="Base pipeline folder or Hub id (default: the embedded mini world).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="igmu", description="Image generation model unlearning toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("categorize", help="Print the CatIGMU TaskSpec of a target as JSON.")
+    p.add_argument("target", type=str, help="The target to unlearn, e.g. 'Van Gogh style'.")
+    p.add_argument("--category", type=str, default=None, help="'Scope/Perception/Task' for targets CatIGMU lacks.")
+    p.add_argument("--prompt", type=str, default=None, help="Also show do-1 / do-2 of this prompt.")
+
+    p = sub.add_parser("unlearn", help="Erase concept(s) from a pipeline and save the unlearned pipeline.")
+    p.add_argument("--method", type=str, required=True, help="Registered method, e.g. 'uce'.")
+    p.add_argument("--concept", type=str, action="append", required=True, help="Concept to erase (repeatable).")
+    _add_model_arg(p)
+    p.add_argument("--output_dir", type=str, required=True, help="Folder of the unlearned pipeline.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an output_dir that holds a different run.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the method's random draws.")
+    p.add_argument("--preserve", type=str, action="append", default=None,
+                   help="Prompt to preserve (repeatable); default: CatIGMU's preserve prompts for the target.")
+    p.add_argument("--method_kwargs", type=str, default="{}", help="JSON of extra method config fields.")
+    p.add_argument("--push_to_hub", action="store_true", help="Upload the folder to the Hub after saving.")
+    p.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id for --push_to_hub.")
+
+    p = sub.add_parser("evaluate", help="Forgetting rates of original vs unlearned pipelines (JSON report).")
+    p.add_argument("--unlearned", type=str, action="append", required=True, help="Unlearned pipeline folder.")
+    p.add_argument("--original", type=str, default=None, help="Original pipeline (default: the run's base model).")
+    p.add_argument("--concept", type=str, default=None, help="Target (default: read from the unlearned run).")
+    p.add_argument("--output_dir", type=str, required=True, help="Where report.json goes.")
+    p.add_argument("--images_per_prompt", type=int, default=4, help="Images per prompt (seeds seed..).")
+    p.add_argument("--seed", type=int, default=0, help="First generation seed.")
+
+    p = sub.add_parser("demo", help="Categorize, unlearn (UCE), evaluate and report on the mini world.")
+    p.add_argument("--concept", type=str, default="circle", help="Mini-world concept to erase.")
+    p.add_argument("--output_dir", type=str, default="igmu_demo", help="Report folder.")
+    p.add_argument("--images_per_prompt", type=int, default=4, help="Images per prompt.")
+    p.add_argument("--seed", type=int, default=0, help="Seed.")
+    p.add_argument("--overwrite", action="store_true", help="Replace a previous demo in output_dir.")
+    return parser
+
+
+def cmd_categorize(args) -> int:
+    from .taxonomy import categorize
+
+    spec = categorize(args.target, category=args.category)
+    out = spec.to_dict()
+    if args.prompt:
+        out["example"] = {"prompt": args.prompt, "do1": spec.do1(args.prompt), "do2": spec.do2(args.prompt)}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_model_name_or_path: str | None = None,
+                preserve: list[str] | None = None, seed: int = 0, overwrite: bool = False,
+                method_kwargs: dict | None = None):
+    """Library entry of ``igmu unlearn``: returns the saved folder and the UnlearnResult."""
+    from .hub import check_output_dir, default_pretrained_model_name_or_path, load_pipeline, save_unlearned_pipeline
+    from .methods import get_method
+    from .taxonomy import UnknownTargetError, categorize
+
+    unlearner_cls = get_method(method)
+    if preserve is None:
+        preserve = []
+        for c in concepts:
+            try:
+                preserve += categorize(c).preserve_prompts
+            except (UnknownTargetError, ValueError):
+                pass
+    kwargs = dict(method_kwargs or {})
+    fields = unlearner_cls.config_class.__dataclass_fields__
+    if "preserve_concepts" in fields:
+        kwargs.setdefault("preserve_concepts", preserve)
+    config = unlearner_cls.config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
+    check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
+    base = pretrained_model_name_or_path or default_pretrained_model_name_or_path()
+    pipe = load_pipeline(base)
+    result = unlearner_cls(config).unlearn(pipe)
+    folder = save_unlearned_pipeline(result, output_dir, base_model=base, overwrite=overwrite)
+    return folder, result
+
+
+def cmd_unlearn(args) -> int:
+    folder, result = run_unlearn(args.method, args.concept, args.output_dir, args.pretrained_model_name_or_path,
+                                 args.preserve, args.seed, args.overwrite, json.loads(args.method_kwargs))
+    print(f"Saved {args.method} unlearning of {args.concept} to {folder} "
+          f"({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
+    if args.push_to_hub:
+        from huggingface_hub import upload_folder
+
+        if not args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id, e.g. 'igmu/mini-uce-circle'.")
+        upload_folder(repo_id=args.hub_model_id, folder_path=str(folder))
+    return 0
+
+
+def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, concept: str | None = None,
+                 images_per_prompt: int = 4, seed: int = 0, progress: bool = True) -> dict:
+    """Library entry of ``igmu evaluate``: writes ``report.json`` and returns the report."""
+    from .evaluation import evaluate_forgetting
+    from .hub import RUN_FILE, load_pipeline
+    from .mini import CLASSIFIER_PATH
+    from .mini.classifier import MiniClassifier
+
+    runs = []
+    for folder in unlearned:
+        run_file = Path(folder) / RUN_FILE
+        runs.append(json.loads(run_file.read_text()) if run_file.exists() else {})
+    if concept is None:
+        concepts = {c for r in runs for c in r.get("concepts", [])}
+        if len(concepts) != 1:
+            raise ValueError(f"Pass --concept: the unlearned runs name {sorted(concepts) or 'no'} concept(s).")
+        concept = concepts.pop()
+    if original is None:
+        bases = {r.get("base_model") for r in runs if r.get("base_model")}
+        original = bases.pop() if len(bases) == 1 else None
+    pipes = {"original": load_pipeline(original)}
+    for folder, run in zip(unlearned, runs):
+        name = run.get("method", Path(folder).name)
+        pipes[name if name not in pipes else Path(folder).name] = load_pipeline(folder)
+    classifier = MiniClassifier.from_pretrained(CLASSIFIER_PATH)
+    report = evaluate_forgetting(pipes, concept, classifier, images_per_prompt=images_per_prompt, seed=seed,
+                                 progress=progress)
+    report["runs"] = {name: run for name, run in zip(list(pipes)[1:], runs)}
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "report.json", report)
+    return report
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _summary_lines(report: dict) -> list[str]:
+    lines = [f"target {report['target']!r} ({report['factor']}): forgetting rate = share of images still showing it"]
+    for name, m in report["models"].items():
+        own = ", ".join(f"{k} {v['own_rate']:.2f}" for k, v in m["unrelated"].items())
+        lines.append(f"  {name:>10}: target {m['forgetting_rate']:.2f} | unrelated (own concept kept): {own}")
+    return lines
+
+
+def cmd_evaluate(args) -> int:
+    report = run_evaluate(args.unlearned, args.output_dir, args.original, args.concept, args.images_per_prompt,
+                          args.seed)
+    print("\n".join(_summary_lines(report)))
+    print(f"Report: {Path(args.output_dir) / 'report.json'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.concept, args.output_dir, images_per_prompt=args.images_per_prompt, seed=args.seed,
+             overwrite=args.overwrite)
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    args = build_parser().parse_args(argv)
+    handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"igmu {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Generation with paired seeds and the forgetting evaluation (share of generations still showing the target)."""
+
+import logging
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+
+logger = logging.getLogger(__name__)
+MINI_GENERATION = {"num_inference_steps": 25, "guidance_scale": 5.0}
+
+
+def generate_images(pipe, prompts: list[str], seeds: list[int], batch_size: int = 32, progress: bool = True,
+                    desc: str = "generate", **kwargs) -> list[Image.Image]:
+    """One image per (prompt, seed); image ``i`` depends only on ``prompts[i]`` and ``seeds[i]`` (paired seeds).
+
+    Extra ``kwargs`` go to the pipeline call (``num_inference_steps``, ``guidance_scale`` ...).
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"`prompts` and `seeds` must have the same length, got {len(prompts)} and {len(seeds)}.")
+    if not prompts:
+        raise ValueError("`prompts` is empty; nothing to generate.")
+    images: list[Image.Image] = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress):
+        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
+        out = pipe(prompts[i:i + batch_size], generator=gens, **kwargs)
+        images.extend(out.images)
+    return images
+
+
+def detection_rate(images, classifier, factor: str, value: str) -> float:
+    """Share of ``images`` in which ``classifier`` detects ``value`` of ``factor`` (0..1)."""
+    if not images:
+        raise ValueError("`images` is empty; a rate over no images is undefined.")
+    hits = torch.cat([classifier.detect(images[i:i + 256], factor, value) for i in range(0, len(images), 256)])
+    return float(hits.float().mean())
+
+
+def evaluate_forgetting(pipelines: dict, target: str, classifier, images_per_prompt: int = 4, n_prompts: int = 8,
+                        seed: int = 0, progress: bool = True, generation_kwargs: dict | None = None) -> dict:
+    """Forgetting report of a mini-world target for several pipelines (e.g. ``{"original": p0, "uce": p1}``).
+
+    For each pipeline: the forgetting rate on the target prompts (share of images the classifier still labels as the
+    target; lower means more forgotten) and, for each unrelated value of the same factor, the rate of that value on
+    its own prompts (preservation) and of the target on them (leakage). All pipelines use the same prompts and seeds.
+    """
+    from .mini.prompts import task_prompts
+
+    tp = task_prompts(target, n_prompts)
+    factor, value = tp["factor"], tp["target"]
+    gen = {**MINI_GENERATION, **(generation_kwargs or {})}
+
+    def expand(prompts):
+        ps = [p for p in prompts for _ in range(images_per_prompt)]
+        return ps, [seed + i for i in range(len(ps))]
+
+    report = {"target": value, "factor": factor, "images_per_prompt": images_per_prompt, "seed": seed,
+              "generation": gen, "detector": _detector_info(classifier), "prompts": tp, "models": {}}
+    for name, pipe in pipelines.items():
+        ps, ss = expand(tp["target_prompts"])
+        imgs = generate_images(pipe, ps, ss, progress=progress, desc=f"{name}: target", **gen)
+        entry = {"forgetting_rate": detection_rate(imgs, classifier, factor, value), "num_images": len(imgs),
+                 "unrelated": {}}
+        for other, prompts in tp["unrelated"].items():
+            ps, ss = expand(prompts)
+            imgs = generate_images(pipe, ps, ss, progress=progress, desc=f"{name}: {other}", **gen)
+            entry["unrelated"][other] = {"own_rate": detection_rate(imgs, classifier, factor, other),
+                                         "target_rate": detection_rate(imgs, classifier, factor, value)}
+        report["models"][name] = entry
+    return report
+
+
+def _detector_info(classifier) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(classifier.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return {"id": getattr(classifier, "name_or_path", "") or type(classifier).__name__,
+            "class": type(classifier).__name__, "checkpoint_sha256": h.hexdigest()[:16],
+            "threshold": getattr(classifier.config, "threshold", None)}

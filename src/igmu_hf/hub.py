@@ -1,0 +1,156 @@
+"""Loading base pipelines, exporting unlearned ones (pipeline folder + model card), and publishing them.
+
+An exported folder is a stock diffusers pipeline: ``DiffusionPipeline.from_pretrained(folder)`` loads it, and
+``push_to_hub`` (or :func:`publish_to_cache` for an offline hub cache) makes it ``igmu/<name>``.
+"""
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+logger = logging.getLogger(__name__)
+RUN_FILE = "igmu_run.json"
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+_TEMPLATE = Path(importlib.import_module("igmu_hf.model_cards").__file__).parent / "unlearned_pipeline.md"
+
+
+def default_pretrained_model_name_or_path() -> str:
+    """The embedded mini world's pipeline: the default base model of every command."""
+    from .mini import PIPELINE_PATH
+
+    return PIPELINE_PATH
+
+
+def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None, torch_dtype=torch.float32,
+                  device: str = "cpu"):
+    """Load a Stable Diffusion pipeline from a local folder or a Hub id, safetensors only.
+
+    Raises a ``ValueError`` naming the fix when the path does not exist, is not a diffusers pipeline folder, or
+    holds pickle-format weights only.
+    """
+    from diffusers import DiffusionPipeline
+
+    path = str(pretrained_model_name_or_path or default_pretrained_model_name_or_path())
+    local = Path(path)
+    looks_like_hub_id = not local.is_absolute() and path.count("/") == 1 and not path.startswith(".")
+    if local.is_file():
+        if local.suffix in _PICKLE_SUFFIXES:
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} is a pickle checkpoint; only safetensors "
+                             f"are loaded. Convert it (e.g. diffusers' scripts/convert_original_stable_diffusion_to_"
+                             f"diffusers.py --to_safetensors) and pass the resulting pipeline folder.")
+        raise ValueError(f"`pretrained_model_name_or_path` {path!r} is a file; pass a diffusers pipeline folder "
+                         f"(with model_index.json) or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
+    if local.is_dir():
+        if not (local / "model_index.json").exists():
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} is not a diffusers pipeline folder (no "
+                             f"model_index.json); save one with `pipe.save_pretrained(dir)` or pass a Hub id.")
+        weights = [p for p in local.rglob("*") if p.is_file()]
+        if not any(p.suffix == ".safetensors" for p in weights) and any(p.suffix in _PICKLE_SUFFIXES for p in weights):
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} holds pickle-format weights only; re-save it "
+                             f"with `pipe.save_pretrained(dir, safe_serialization=True)`.")
+    elif not looks_like_hub_id:
+        raise ValueError(f"`pretrained_model_name_or_path` {path!r} does not exist; pass an existing pipeline folder "
+                         f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True,
+                                                 safety_checker=None)
+    except OSError as err:
+        raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}). "
+                         f"Offline, a Hub id loads only from the local cache (HF_HUB_OFFLINE=1).") from err
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite: bool) -> None:
+    """Refuse to write into a folder that holds something else (another run, or foreign files) unless told to."""
+    out = Path(output_dir)
+    if out.is_file():
+        raise ValueError(f"`output_dir` {str(out)!r} is a file; pass a folder.")
+    if not out.exists() or not any(out.iterdir()) or overwrite:
+        return
+    run = out / RUN_FILE
+    if run.exists():
+        previous = json.loads(run.read_text()).get("config_hash")
+        if previous == config_hash:
+            return
+        raise ValueError(f"`output_dir` {str(out)!r} already holds a different run (config {previous}); choose another "
+                         f"folder or pass --overwrite to replace it.")
+    raise ValueError(f"`output_dir` {str(out)!r} is not empty and holds no igmu_hf run; choose another folder or pass "
+                     f"--overwrite to replace it.")
+
+
+def render_model_card(metadata: dict[str, Any], base_model: str) -> str:
+    """Fill the model card template from a run's metadata (huggingface_hub.ModelCard, Jinja)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card_data = ModelCardData(library_name="diffusers", base_model=base_model, license="other",
+                              tags=["igmu", "unlearning", f"unlearning-{metadata['method']}", "stable-diffusion"])
+    card = ModelCard.from_template(card_data, template_path=str(_TEMPLATE), metadata=metadata,
+                                   metadata_json=json.dumps(metadata, indent=2, sort_keys=True), base_model=base_model)
+    return str(card)
+
+
+def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: str, overwrite: bool = False) -> Path:
+    """Write the unlearned pipeline (safetensors), ``igmu_run.json`` and the model card ``README.md`` atomically.
+
+    The folder is assembled next to ``output_dir`` and swapped in at the end, so a crash never leaves a half
+    written run nor destroys the previous one.
+    """
+    metadata = {**result.metadata(), "base_model": base_model}
+    check_output_dir(output_dir, metadata["config_hash"], overwrite)
+    out = Path(output_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result.pipeline.save_pretrained(tmp, safe_serialization=True)
+        (tmp / RUN_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        (tmp / "README.md").write_text(render_model_card(metadata, base_model))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def publish_to_cache(folder: str | os.PathLike, repo_id: str, cache_dir: str | os.PathLike | None = None,
+                     revision: str | None = None) -> Path:
+    """Place ``folder`` in a Hugging Face hub cache as ``repo_id`` so ``from_pretrained(repo_id)`` loads it offline.
+
+    This is the cache layout ``huggingface_hub`` reads (``models--org--name/snapshots/<hash>`` + ``refs/main``);
+    useful for air-gapped machines and tests. With internet, use ``push_to_hub`` instead.
+    """
+    import hashlib
+
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    if repo_id.count("/") != 1:
+        raise ValueError(f"`repo_id` must look like 'org/name', got {repo_id!r}.")
+    cache = Path(cache_dir or HF_HUB_CACHE)
+    digest = hashlib.sha1()
+    for f in sorted(Path(folder).rglob("*")):
+        if f.is_file():
+            digest.update(str(f.relative_to(folder)).encode())
+            digest.update(f.read_bytes())
+    revision = revision or digest.hexdigest()
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot

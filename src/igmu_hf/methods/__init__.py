@@ -1,0 +1,24 @@
+"""Unlearning methods: one file each (config dataclass + unlearner), reachable by name through the registry."""
+
+import platform
+
+from .base import MethodConfig, Unlearner, UnlearnResult, get_method, list_methods, register_method
+from .uce import UCEConfig, UCEUnlearner
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a run depends on, recorded in every artifact."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("igmu_hf", "torch", "diffusers", "transformers", "accelerate", "peft", "safetensors",
+                 "huggingface_hub"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+__all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
+           "UCEConfig", "UCEUnlearner", "library_versions"]

@@ -1,0 +1,124 @@
+"""What every unlearning method shares: a config dataclass, an unlearner, a result, and the registry.
+
+Adding a method touches one new file (``XConfig`` + ``XUnlearner`` + one ``register_method`` call) and the import
+list in ``methods/__init__.py``.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has. Subclasses add their own, each with a default and a ``help`` naming the symbol."""
+
+    concepts: list[str] = field(default_factory=list, metadata={"help": "Concept(s) to erase, e.g. ['circle']."})
+    seed: int = field(default=0, metadata={"help": "Seed of every random draw of the method."})
+
+    method: ClassVar[str] = ""
+    defaults_version: ClassVar[str] = "1"
+
+    def __post_init__(self):
+        if isinstance(self.concepts, str):
+            self.concepts = [self.concepts]
+        if not self.concepts or any(not isinstance(c, str) or not c.strip() for c in self.concepts):
+            raise ValueError(f"`concepts` must hold at least one non-empty concept, got {self.concepts!r}; "
+                             f"e.g. --concept 'circle'.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "defaults_version": self.defaults_version, **asdict(self)}
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names - {"method", "defaults_version"}
+        if unknown:
+            raise TypeError(f"{cls.__name__} got unknown field(s) {sorted(unknown)}; fields: {sorted(names)}.")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned pipeline and the provenance every method records (METHODS.md)."""
+
+    pipeline: Any
+    config: MethodConfig
+    edited_parameters: list[str]
+    edited_parameter_count: int
+    total_parameter_count: int
+    runtime_seconds: float
+    technique: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        from . import library_versions
+
+        return {
+            "method": self.config.method,
+            "defaults_version": self.config.defaults_version,
+            "concepts": self.config.concepts,
+            "config": self.config.to_dict(),
+            "config_hash": self.config.config_hash(),
+            "technique": self.technique,
+            "edited_parameters": self.edited_parameters,
+            "edited_parameter_count": self.edited_parameter_count,
+            "total_parameter_count": self.total_parameter_count,
+            "edited_parameter_share": self.edited_parameter_count / max(1, self.total_parameter_count),
+            "runtime_seconds": self.runtime_seconds,
+            "seed": self.config.seed,
+            "library_versions": library_versions(),
+            **self.extra,
+        }
+
+
+class Unlearner:
+    """Base class: ``Unlearner(config).unlearn(pipeline) -> UnlearnResult`` (edits ``pipeline`` in place)."""
+
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    technique: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig):
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}.")
+        self.config = config
+
+    def unlearn(self, pipeline) -> UnlearnResult:
+        start = time.perf_counter()
+        edited = self._unlearn(pipeline)
+        runtime = time.perf_counter() - start
+        params = dict(pipeline.unet.named_parameters())
+        count = sum(params[n].numel() for n in edited if n in params)
+        total = sum(p.numel() for p in pipeline.unet.parameters())
+        return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique)
+
+    def _unlearn(self, pipeline) -> list[str]:
+        """Edit ``pipeline`` in place; return the names of the UNet parameters that were changed."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Unlearner]] = {}
+
+
+def register_method(name: str, unlearner_cls: type[Unlearner]) -> None:
+    """Make ``name`` reachable from ``get_method``, the CLI and the examples."""
+    if name in _REGISTRY and _REGISTRY[name] is not unlearner_cls:
+        raise ValueError(f"Method {name!r} is already registered to {_REGISTRY[name].__name__}.")
+    unlearner_cls.config_class.method = name
+    _REGISTRY[name] = unlearner_cls
+
+
+def list_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> type[Unlearner]:
+    """The unlearner class registered as ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown method {name!r}; available methods: {', '.join(list_methods())}.")
+    return _REGISTRY[name]

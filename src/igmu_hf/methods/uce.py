@@ -1,0 +1,110 @@
+"""UCE: Unified Concept Editing (Gandikota et al., 2024), closed form, no training.
+
+For every cross-attention key and value projection W (``attn2.to_k`` / ``attn2.to_v``)::
+
+    W' = (λW + Σ_e W c*_e c_eᵀ + s_p Σ_p W c_p c_pᵀ) (λI + Σ_e c_e c_eᵀ + s_p Σ_p c_p c_pᵀ)⁻¹
+
+with c_e the text-encoder states of the erase prompt from the concept's last token to the end of the sequence,
+c*_e the same positions of the guide prompt (default " "), c_p those of the preserved prompts, λ = 0.5 and
+s_p = max(0.1, 1/|preserve|). Because the right-hand side factors as W·A·B⁻¹ with A, B shared by every layer,
+one d×d solve serves all layers (same result as the per-layer formula, far less work on SD-sized models).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..text import check_concept_in_vocab, encode_prompts, last_token_index
+from .base import MethodConfig, Unlearner, register_method
+
+
+@dataclass
+class UCEConfig(MethodConfig):
+    guide_concepts: list[str] | None = field(
+        default=None, metadata={"help": "Guide c*_e per concept (default ' '; UCE uses 'art' for artists)."})
+    preserve_concepts: list[str] = field(
+        default_factory=list, metadata={"help": "Prompts c_p whose keys/values must not move."})
+    erase_templates: list[str] = field(
+        default_factory=lambda: ["{}"],
+        metadata={"help": "Erase prompts made from each concept; '{}' is the concept itself (the paper's)."})
+    lamb: float = field(default=0.5, metadata={"help": "λ, the weight keeping W close to the original."})
+    preserve_scale: float | None = field(
+        default=None, metadata={"help": "s_p; default max(0.1, 1/|preserve|) as the paper."})
+    erase_scale: float = field(default=1.0, metadata={"help": "Weight of the erase terms."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.guide_concepts is None:
+            self.guide_concepts = [" "] * len(self.concepts)
+        if len(self.guide_concepts) != len(self.concepts):
+            raise ValueError(f"`guide_concepts` needs one entry per concept ({len(self.concepts)}), got "
+                             f"{len(self.guide_concepts)}.")
+        if self.lamb <= 0:
+            raise ValueError(f"`lamb` (λ) must be > 0 for the inverse to exist, got {self.lamb}.")
+        if self.erase_scale <= 0:
+            raise ValueError(f"`erase_scale` must be > 0, got {self.erase_scale}.")
+        if not self.erase_templates or any("{}" not in t for t in self.erase_templates):
+            raise ValueError(f"`erase_templates` must be non-empty and each hold '{{}}', got {self.erase_templates}.")
+        if self.preserve_scale is None:
+            self.preserve_scale = max(0.1, 1.0 / len(self.preserve_concepts)) if self.preserve_concepts else 0.1
+
+
+def _aligned_states(tokenizer, text_encoder, prompt: str, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of ``prompt`` and ``guide`` from each one's last token on, cut to the same length (as UCE does)."""
+    states = encode_prompts(tokenizer, text_encoder, [prompt, guide]).double()
+    i, j = last_token_index(tokenizer, prompt), last_token_index(tokenizer, guide)
+    n = states.shape[1] - max(i, j)
+    return states[0, i:i + n], states[1, j:j + n]
+
+
+def uce_projection(c_erase: torch.Tensor, c_guide: torch.Tensor, c_preserve: torch.Tensor, lamb: float,
+                   preserve_scale: float, erase_scale: float = 1.0) -> torch.Tensor:
+    """The d×d matrix M with W' = W·M for every projection W (rows of the inputs are token states)."""
+    d = c_erase.shape[1]
+    eye = torch.eye(d, dtype=torch.float64)
+    a = lamb * eye + erase_scale * c_guide.T @ c_erase + preserve_scale * c_preserve.T @ c_preserve
+    b = lamb * eye + erase_scale * c_erase.T @ c_erase + preserve_scale * c_preserve.T @ c_preserve
+    # W' = W A B^-1  <=>  (W')ᵀ = B^-ᵀ Aᵀ W ᵀ; B is symmetric
+    return torch.linalg.solve(b, a.T).T
+
+
+def uce_edit_layers(unet, m: torch.Tensor) -> list[str]:
+    """Apply W' = W·M to every ``attn2.to_k`` / ``attn2.to_v`` weight of ``unet``; return their names."""
+    edited = []
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "attn2.to_k.weight" in name or "attn2.to_v.weight" in name:
+                param.copy_((param.double() @ m.to(param.device)).to(param.dtype))
+                edited.append(name)
+    if not edited:
+        raise ValueError("The UNet has no cross-attention `attn2.to_k`/`attn2.to_v` weights; UCE needs an SD-style "
+                         "UNet2DConditionModel.")
+    return edited
+
+
+class UCEUnlearner(Unlearner):
+    """Closed-form edit of cross-attention keys/values (see module docstring)."""
+
+    config_class = UCEConfig
+    technique = "closed-form weight edit (cross-attention K/V)"
+
+    def _unlearn(self, pipeline) -> list[str]:
+        cfg: UCEConfig = self.config
+        tok, enc = pipeline.tokenizer, pipeline.text_encoder
+        for concept in cfg.concepts + [c for c in cfg.preserve_concepts]:
+            check_concept_in_vocab(tok, concept)
+        erase, guide = [], []
+        for concept, g in zip(cfg.concepts, cfg.guide_concepts):
+            for template in cfg.erase_templates:
+                ce, cg = _aligned_states(tok, enc, template.format(concept), template.format(g).strip() or " ")
+                erase.append(ce)
+                guide.append(cg)
+        preserve = [_aligned_states(tok, enc, p, p)[0] for p in cfg.preserve_concepts]
+        d = erase[0].shape[1]
+        c_p = torch.cat(preserve) if preserve else torch.zeros(0, d, dtype=torch.float64)
+        m = uce_projection(torch.cat(erase).cpu(), torch.cat(guide).cpu(), c_p.cpu(), cfg.lamb, cfg.preserve_scale,
+                           cfg.erase_scale)
+        return uce_edit_layers(pipeline.unet, m)
+
+
+register_method("uce", UCEUnlearner)
