@@ -173,10 +173,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _quiet_library_loading() -> None:
+    """Our own progress bars show the long steps; diffusers'/transformers' per-file loading bars are noise here."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     args = build_parser().parse_args(argv)
+    _quiet_library_loading()
     handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "demo": cmd_demo}
     try:
         return handlers[args.command](args)
