@@ -1,0 +1,52 @@
+"""UCE really forgets on the trained mini world, and leaves unrelated shapes alone."""
+
+import json
+
+import pytest
+
+from igmu_hf.cli import main
+from igmu_hf.evaluation import evaluate_forgetting
+from igmu_hf.hub import load_pipeline
+from igmu_hf.methods import UCEConfig, UCEUnlearner
+from igmu_hf.mini import PIPELINE_PATH
+from igmu_hf.taxonomy import categorize
+
+
+@pytest.mark.parametrize("target", ["circle", "star"])
+def test_uce_halves_the_forgetting_rate_and_preserves_other_shapes(mini_classifier, target):
+    spec = categorize(target)
+    unlearned = UCEUnlearner(UCEConfig(concepts=[target], preserve_concepts=spec.preserve_prompts)).unlearn(
+        load_pipeline(PIPELINE_PATH)).pipeline
+    report = evaluate_forgetting({"original": load_pipeline(PIPELINE_PATH), "uce": unlearned}, target,
+                                 mini_classifier, images_per_prompt=3, progress=False)
+    orig, uce = report["models"]["original"], report["models"]["uce"]
+    print(json.dumps({k: {"target": v["forgetting_rate"], **{o: u["own_rate"] for o, u in v["unrelated"].items()}}
+                      for k, v in report["models"].items()}))
+    assert orig["forgetting_rate"] >= 0.6, "nothing to forget: the original rarely draws the target"
+    assert uce["forgetting_rate"] <= 0.5 * orig["forgetting_rate"]
+    for other in orig["unrelated"]:
+        assert abs(uce["unrelated"][other]["own_rate"] - orig["unrelated"][other]["own_rate"]) <= 0.10, other
+
+
+def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):
+    out = tmp_path / "uce-circle"
+    assert main(["unlearn", "--method", "uce", "--concept", "circle", "--output_dir", str(out)]) == 0
+    assert main(["evaluate", "--unlearned", str(out), "--output_dir", str(tmp_path / "report"),
+                 "--images_per_prompt", "1"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["target"] == "circle" and set(report["models"]) == {"original", "uce"}
+    assert report["models"]["uce"]["forgetting_rate"] < report["models"]["original"]["forgetting_rate"]
+    assert report["detector"]["checkpoint_sha256"] and report["runs"]["uce"]["method"] == "uce"
+    assert "forgetting rate" in capsys.readouterr().out
+
+
+def test_demo_writes_the_report_folder(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output_dir", str(out), "--images_per_prompt", "1"]) == 0
+    for name in ("report.json", "report.md", "grid.png", "task.json", "model/model_index.json", "model/README.md"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"]["category"] == "Local/Concrete/Object"
+    from PIL import Image
+
+    assert Image.open(out / "grid.png").size[0] > 300
