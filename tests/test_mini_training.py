@@ -10,7 +10,7 @@ from igmu_hf.mini.train import main, parse_args
 
 def _run(out, extra=()):
     main(parse_args(["--output_dir", str(out), "--stages", "classifier", "--num_images", "64", "--classifier_steps",
-                     "4", "--checkpointing_steps", "2", "--train_batch_size", "8", *extra]))
+                     "4", "--checkpointing_steps", "2", "--train_batch_size", "8", "--classifier_vae_mix", "0", *extra]))
     return load_file(str(out / "classifier" / "final" / "model.safetensors"))
 
 

@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from igmu_hf.evaluation import MINI_GENERATION, detection_rate, generate_images
+from igmu_hf.evaluation import MINI_GENERATION, generate_images
 from igmu_hf.mini import PIPELINE_PATH
 from igmu_hf.mini.architecture import build_tokenizer
 from igmu_hf.mini.classifier import HEADS
 from igmu_hf.mini.domain import make_dataset, vocabulary
-from igmu_hf.mini.prompts import concept_prompts, factor_values, pair_prompts
+from igmu_hf.mini.quality import BARS, factor_rates, pair_rate, render_recall
 
 
 IMAGES_PER_PROMPT = 3
-# quality bars of MINIWORLD.md (share of generations showing the prompted concept)
-BARS = {"shape": 0.80, "style": 0.85, "background": 0.85, "colour": 0.85}
+# MINIWORLD.md sets no bar for texture; it is the nudity analogue (strongly bound), so it gets the colour bar
+FACTOR_BARS = {**{k: v for k, v in BARS.items() if k != "pairs"}, "texture": 0.85}
 
 
 def test_tokenizer_knows_every_domain_word_as_one_token():
@@ -59,37 +59,38 @@ def test_classifier_reads_fresh_domain_renders(mini_classifier):
         assert acc >= 0.9, f"{factor} accuracy {acc:.3f}"
 
 
-@pytest.fixture(scope="module")
-def quality_rates(mini_pipeline, mini_classifier):
-    rates = {}
-    for factor in BARS:
-        for value in factor_values(factor):
-            prompts = [p for p in concept_prompts(factor, value, 8) for _ in range(IMAGES_PER_PROMPT)]
-            images = generate_images(mini_pipeline, prompts, list(range(len(prompts))), progress=False,
-                                     **MINI_GENERATION)
-            rates[(factor, value)] = detection_rate(images, mini_classifier, factor, value)
-    return rates
+def test_classifier_finds_every_value_in_drawings_and_vae_reconstructions(mini_classifier, mini_pipeline):
+    # recall per value: the judge must see each concept where it is, also after the VAE (what generations go through)
+    for name, vae in (("drawings", None), ("reconstructions", mini_pipeline.vae)):
+        recall = render_recall(mini_classifier, vae, num_images=600)
+        low = {f"{f}={v}": r for f, rs in recall.items() for v, r in rs.items() if r < 0.95}
+        assert not low, f"{name}: recall below 0.95 for {low}"
 
 
-@pytest.mark.xfail(reason="mini UNet under-trained (3000 CPU steps, issue 2 note): quality bars not yet met; retrain with more --unet_steps")
-@pytest.mark.parametrize("factor", list(BARS))
-def test_generations_meet_quality_bars(quality_rates, factor):
-    rates = {v: r for (f, v), r in quality_rates.items() if f == factor}
+@pytest.mark.parametrize("factor", list(FACTOR_BARS))
+def test_generations_meet_quality_bars(mini_pipeline, mini_classifier, factor):
+    rates = factor_rates(mini_pipeline, mini_classifier, factor, images_per_prompt=IMAGES_PER_PROMPT)
     mean = sum(rates.values()) / len(rates)
     print(f"{factor}: mean {mean:.3f} per value {rates}")
-    assert mean >= BARS[factor], f"{factor} recognised in {mean:.2f} of generations: {rates}"
+    assert mean >= FACTOR_BARS[factor], f"{factor} recognised in {mean:.2f} of generations: {rates}"
+    assert min(rates.values()) >= FACTOR_BARS[factor] - 0.15, f"one {factor} value lags: {rates}"
 
 
-@pytest.mark.xfail(reason="mini UNet under-trained (3000 CPU steps, issue 2 note): quality bars not yet met; retrain with more --unet_steps")
 def test_pair_prompts_show_both_objects(mini_pipeline, mini_classifier):
-    items = [item for item in pair_prompts(10) for _ in range(IMAGES_PER_PROMPT)]
-    images = generate_images(mini_pipeline, [p for p, _, _ in items], list(range(len(items))), progress=False,
-                             **MINI_GENERATION)
-    both = [bool(mini_classifier.detect([im], "shape", a)[0] and mini_classifier.detect([im], "shape", b)[0])
-            for im, (_, a, b) in zip(images, items)]
-    rate = sum(both) / len(both)
+    rate = pair_rate(mini_pipeline, mini_classifier, n_pairs=10, images_per_prompt=IMAGES_PER_PROMPT)
     print(f"pairs: both objects in {rate:.3f}")
-    assert rate >= 0.60
+    assert rate >= BARS["pairs"]
+
+
+def test_generations_follow_the_prompt_not_a_default(mini_pipeline, mini_classifier):
+    # a model that always drew every shape would pass the bars above; asking for one shape must not show the others
+    images = generate_images(mini_pipeline, [f"a {s}" for s in ("circle", "square", "star")], [0, 1, 2],
+                             progress=False, **MINI_GENERATION)
+    probs = mini_classifier.predict_proba(images)["shape"]
+    labels = mini_classifier.config.heads["shape"]["labels"]
+    for row, asked in zip(probs, ("circle", "square", "star")):
+        shown = {lab for lab, p in zip(labels, row) if p > mini_classifier.config.threshold}
+        assert shown == {asked}, f"asked for {asked}, classifier sees {shown}"
 
 
 def test_same_seed_same_image_and_seeds_are_paired(mini_pipeline):

@@ -14,6 +14,7 @@ from .domain import IMAGE_SIZE, vocabulary
 
 MAX_LENGTH = 32  # tokenizer.model_max_length of the mini world (SD1.x uses 77)
 TEXT_HIDDEN = 128  # text hidden size = the UNet's cross_attention_dim
+LATENT_CHANNELS = 8  # VAE latent channels = UNet in/out channels (SD1.x has 4; 8 keeps stripes and dots at 8x8)
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
@@ -80,29 +81,40 @@ def build_tokenizer(save_directory: str | os.PathLike | None = None):
     return tokenizer
 
 
+def special_token_ids() -> dict[str, int]:
+    """``bos_token_id``/``eos_token_id``/``pad_token_id`` of the mini tokenizer, for text-encoder configs.
+
+    They must be the tokenizer's real ids: CLIP's text tower pools its output at the first ``eos_token_id``, and a
+    wrong id makes it pool the BOS position, whose causal hidden state is the same for every prompt.
+    """
+    tok = build_tokenizer()
+    return dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
 def clip_config(vocab_size: int):
     """``CLIPConfig`` of the mini CLIP (text tower = the pipeline's text encoder)."""
     from transformers import CLIPConfig
 
     text = dict(vocab_size=vocab_size, hidden_size=TEXT_HIDDEN, intermediate_size=4 * TEXT_HIDDEN,
                 num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=MAX_LENGTH,
-                bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+                **special_token_ids(),
                 projection_dim=128)
     vision = dict(image_size=IMAGE_SIZE, patch_size=8, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                   num_attention_heads=4, projection_dim=128)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
 
 
-def vae_config() -> dict:
-    """``AutoencoderKL`` kwargs: 32x32 RGB to a 4x8x8 latent (factor 4)."""
-    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=IMAGE_SIZE,
+def vae_config(latent_channels: int = LATENT_CHANNELS) -> dict:
+    """``AutoencoderKL`` kwargs: 32x32 RGB to a ``latent_channels`` x 8 x 8 latent (factor 4)."""
+    return dict(in_channels=3, out_channels=3, latent_channels=latent_channels, sample_size=IMAGE_SIZE,
                 down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8)
+                block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16)
 
 
-def unet_config() -> dict:
+def unet_config(latent_channels: int = LATENT_CHANNELS) -> dict:
     """``UNet2DConditionModel`` kwargs of the mini UNet (same block types as SD1.x, fewer channels)."""
-    return dict(sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+    return dict(sample_size=IMAGE_SIZE // 4, in_channels=latent_channels, out_channels=latent_channels,
+                layers_per_block=1,
                 block_out_channels=(48, 96), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                 cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=16)
@@ -138,8 +150,7 @@ def tiny_random_components(seed: int = 0) -> dict:
     n = len(tokenizer)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=n, hidden_size=32, intermediate_size=64,
                                                 num_hidden_layers=2, num_attention_heads=4,
-                                                max_position_embeddings=MAX_LENGTH, bos_token_id=n - 2,
-                                                eos_token_id=n - 1, pad_token_id=n - 1))
+                                                max_position_embeddings=MAX_LENGTH, **special_token_ids()))
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                 scheduler=DDIMScheduler(**scheduler_config()), safety_checker=None, feature_extractor=None,
                 image_encoder=None, requires_safety_checker=False)

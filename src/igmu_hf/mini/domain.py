@@ -282,14 +282,35 @@ def render(scene: Scene, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np
     return np.asarray(_stylise(small, scene.style), dtype=np.uint8)
 
 
-def make_dataset(num_images: int, seed: int = 0) -> tuple[np.ndarray, list[str], list[dict]]:
-    """Draw ``num_images`` (image, caption, labels) triples reproducibly from ``seed``."""
-    rng = np.random.default_rng(seed)
-    images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+_CHUNK = 1024  # images per independently seeded chunk: the data do not depend on how many workers draw them
+
+
+def _draw_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str], list[dict]]:
+    seed, chunk, count = args
+    rng = np.random.default_rng([seed, chunk])
+    images = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     captions, labels = [], []
-    for i in range(num_images):
+    for i in range(count):
         scene, text = sample_scene_and_caption(rng)
         images[i] = render(scene, rng)
         captions.append(text)
         labels.append(scene.labels())
     return images, captions, labels
+
+
+def make_dataset(num_images: int, seed: int = 0, num_workers: int = 1) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Draw ``num_images`` (image, caption, labels) triples reproducibly from ``seed``.
+
+    Images are drawn in chunks of 1024 with their own seeds, so ``num_workers`` processes give the same data as one.
+    """
+    jobs = [(seed, c, min(_CHUNK, num_images - c * _CHUNK)) for c in range((num_images + _CHUNK - 1) // _CHUNK)]
+    if num_workers > 1 and len(jobs) > 1:
+        from multiprocessing import get_context
+
+        with get_context("spawn").Pool(num_workers) as pool:
+            parts = pool.map(_draw_chunk, jobs)
+    else:
+        parts = [_draw_chunk(j) for j in jobs]
+    if not parts:
+        return np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8), [], []
+    return (np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]], [lab for p in parts for lab in p[2]])
