@@ -111,6 +111,11 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         result.pipeline.save_pretrained(tmp, safe_serialization=True)
+        if result.lora_state_dict is not None:  # the adapter too: pipe.load_lora_weights(output_dir) on the base
+            from diffusers import StableDiffusionPipeline
+
+            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=result.lora_state_dict,
+                                                      safe_serialization=True)
         (tmp / RUN_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         (tmp / "README.md").write_text(render_model_card(metadata, base_model))
         if out.exists():

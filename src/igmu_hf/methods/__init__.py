@@ -3,6 +3,7 @@
 import platform
 
 from .base import MethodConfig, Unlearner, UnlearnResult, get_method, list_methods, register_method
+from .duo import DUOConfig, DUOUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
 
@@ -21,4 +22,4 @@ def library_versions() -> dict[str, str]:
 
 
 __all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
-           "UCEConfig", "UCEUnlearner", "library_versions"]
+           "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "library_versions"]

@@ -55,6 +55,7 @@ class UnlearnResult:
     runtime_seconds: float
     technique: str
     extra: dict[str, Any] = field(default_factory=dict)
+    lora_state_dict: dict[str, Any] | None = None  # adapter methods: written as pytorch_lora_weights.safetensors
 
     def metadata(self) -> dict[str, Any]:
         from . import library_versions

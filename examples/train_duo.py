@@ -1,0 +1,101 @@
+"""Unlearn a concept with DUO (Direct Unlearning Optimization) under accelerate.
+
+    python examples/train_duo.py --concept circle --output_dir out/duo-circle          # the embedded mini model
+    accelerate launch --num_processes 2 examples/train_duo.py --concept circle --output_dir out/duo-circle
+    accelerate launch examples/train_duo.py --pretrained_model_name_or_path CompVis/stable-diffusion-v1-4 \\
+        --concept nudity --unsafe_prompt "a naked woman, realistic photo" --safe_prompt "a dressed woman, realistic photo"
+
+Writes ``output_dir`` with the fused pipeline, ``pytorch_lora_weights.safetensors`` (``pipe.load_lora_weights``),
+``igmu_run.json`` and a model card; the pairs go to ``output_dir/../<name>-pairs`` as a ``datasets`` folder and are
+reused when the script is run again (``--pairs_dataset`` to point elsewhere).
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+logger = logging.getLogger("train_duo")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                   help="Base pipeline folder or Hub id (default: the embedded mini world).")
+    p.add_argument("--concept", type=str, required=True, help="Concept to erase.")
+    p.add_argument("--unsafe_prompt", type=str, action="append", default=None, help="Prompt of x⁻ (repeatable).")
+    p.add_argument("--safe_prompt", type=str, action="append", default=None, help="SDEdit prompt of x⁺ (repeatable).")
+    p.add_argument("--output_dir", type=str, required=True)
+    p.add_argument("--pairs_dataset", type=str, default=None, help="Folder of saved pairs (built if missing).")
+    p.add_argument("--num_pairs", type=int, default=64)
+    p.add_argument("--max_train_steps", type=int, default=1000)
+    p.add_argument("--train_batch_size", type=int, default=4, help="Pairs per step over all processes.")
+    p.add_argument("--beta", type=float, default=500.0)
+    p.add_argument("--base_lr", type=float, default=3e-4)
+    p.add_argument("--base_lambda", type=float, default=1e6)
+    p.add_argument("--num_inference_steps", type=int, default=None, help="Default 50 (25 on the mini model).")
+    p.add_argument("--guidance_scale", type=float, default=None, help="Default 7.5 (5.0 on the mini model).")
+    p.add_argument("--method_kwargs", type=str, default="{}", help="JSON of further DUOConfig fields.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    p.add_argument("--report_to", type=str, default=None, help="accelerate tracker (tensorboard, wandb ...).")
+    p.add_argument("--overwrite", action="store_true", help="Replace an output_dir holding a different run.")
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", type=str, default=None)
+    return p.parse_args(argv)
+
+
+def main(args) -> Path | None:
+    from accelerate import Accelerator
+    from datasets import load_from_disk
+
+    from igmu_hf.evaluation import MINI_GENERATION
+    from igmu_hf.hub import default_pretrained_model_name_or_path, load_pipeline, save_unlearned_pipeline
+    from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, build_pairs, default_detector
+
+    logging.basicConfig(level=logging.INFO)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=args.report_to)
+    base = args.pretrained_model_name_or_path or default_pretrained_model_name_or_path()
+    mini = args.pretrained_model_name_or_path is None
+    cfg = DUOConfig(concepts=[args.concept], seed=args.seed, num_pairs=args.num_pairs,
+                    max_train_steps=args.max_train_steps, train_batch_size=args.train_batch_size, beta=args.beta,
+                    base_lr=args.base_lr, base_lambda=args.base_lambda, unsafe_prompts=args.unsafe_prompt,
+                    safe_prompts=args.safe_prompt,
+                    num_inference_steps=args.num_inference_steps or (MINI_GENERATION["num_inference_steps"] if mini
+                                                                     else 50),
+                    guidance_scale=args.guidance_scale or (MINI_GENERATION["guidance_scale"] if mini else 7.5),
+                    **json.loads(args.method_kwargs))
+    pipe = load_pipeline(base).to(accelerator.device)
+    pipe.set_progress_bar_config(disable=True)
+    out = Path(args.output_dir)
+    pairs_dir = Path(args.pairs_dataset) if args.pairs_dataset else out.with_name(out.name + "-pairs")
+    if accelerator.is_main_process and not (pairs_dir / "dataset_info.json").exists():
+        pairs = build_pairs(pipe, default_detector(args.concept), cfg)
+        tmp = pairs_dir.with_name(pairs_dir.name + ".tmp")
+        pairs.save_to_disk(str(tmp))
+        tmp.rename(pairs_dir)
+    accelerator.wait_for_everyone()
+    pairs = load_from_disk(str(pairs_dir))
+    if args.report_to:
+        accelerator.init_trackers("igmu-duo", config={k: v for k, v in cfg.to_dict().items()
+                                                     if isinstance(v, (int, float, str, bool))})
+    result = DUOUnlearner(cfg, pairs=pairs, accelerator=accelerator,
+                          progress=accelerator.is_local_main_process).unlearn(pipe)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    folder = save_unlearned_pipeline(result, out, base_model=base, overwrite=args.overwrite)
+    logger.info("Saved %s (%s)", folder, json.dumps(result.extra["training"]))
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        repo = args.hub_model_id or folder.name
+        HfApi().create_repo(repo, exist_ok=True)
+        HfApi().upload_folder(folder_path=str(folder), repo_id=repo)
+    accelerator.end_training()
+    return folder
+
+
+if __name__ == "__main__":
+    main(parse_args())

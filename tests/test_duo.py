@@ -1,0 +1,127 @@
+"""DUO: the loss is the card's formula, pairs are built and filtered by the detector, the LoRA round-trips."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, add_lora, build_pairs, duo_loss
+
+
+def _tiny_pipe(path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_duo_loss_equals_the_card_formula_computed_term_by_term(tiny_pipeline_dir):
+    pipe = _tiny_pipe(tiny_pipeline_dir)
+    cfg = DUOConfig(concepts=["circle"], beta=50.0, base_lambda=1e2, lora_rank=4, lora_alpha=4)
+    add_lora(pipe.unet, cfg)
+    with torch.no_grad():  # move the adapter off its zero start so policy and reference differ
+        for n, p in pipe.unet.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+    unet = pipe.unet
+    b, shape = 3, (3, 4, 8, 8)
+    x_pos, x_neg = torch.randn(shape), torch.randn(shape)
+    cond, uncond = torch.randn(1, 32, 32), torch.randn(1, 32, 32)
+    acp = pipe.scheduler.alphas_cumprod
+
+    def ref_forward(x, t, c):
+        unet.disable_adapters()
+        try:
+            return unet(x, t, c).sample
+        finally:
+            unet.enable_adapters()
+
+    loss, _ = duo_loss(unet, ref_forward, x_pos, x_neg, cond, uncond, cfg, torch.Generator().manual_seed(5), acp)
+
+    # the same draws, in the order the card lists them, and one UNet call per term
+    g = torch.Generator().manual_seed(5)
+    eps = torch.randn(shape, generator=g)
+    t_pos = torch.randint(0, 750, (b,), generator=g)
+    t_neg = torch.randint(0, 750, (b,), generator=g)
+    z = torch.randn(shape, generator=g)
+    c = cond.expand(b, -1, -1)
+
+    def noisy(x, t):
+        a = acp[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x + (1 - a).sqrt() * eps
+
+    def mse(pred):
+        return ((pred - eps) ** 2).mean(dim=(1, 2, 3))
+
+    with torch.no_grad():
+        pol_pos, pol_neg = unet(noisy(x_pos, t_pos), t_pos, c).sample, unet(noisy(x_neg, t_neg), t_neg, c).sample
+        ref_pos, ref_neg = ref_forward(noisy(x_pos, t_pos), t_pos, c), ref_forward(noisy(x_neg, t_neg), t_neg, c)
+        t999 = torch.full((b,), 999)
+        pol_z, ref_z = unet(z, t999, uncond.expand(b, -1, -1)).sample, ref_forward(z, t999, uncond.expand(b, -1, -1))
+    d = (mse(pol_pos) - mse(ref_pos)) - (mse(pol_neg) - mse(ref_neg))
+    expected = -F.logsigmoid(-cfg.beta * d).mean() + cfg.base_lambda * cfg.beta / 100 * ((pol_z - ref_z) ** 2).mean()
+    assert abs(d).max() > 1e-6, "policy and reference coincide: the check would be vacuous"
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-6)
+    assert cfg.learning_rate == pytest.approx(3e-4 * 100 / 50) and cfg.reg_lambda == pytest.approx(1e2 * 50 / 100)
+
+
+def test_pairs_keep_detected_unsafe_images_and_retry_edits(tiny_pipeline_dir):
+    pipe = _tiny_pipe(tiny_pipeline_dir)
+    calls = []
+
+    def detector(images):  # fires on every other generation, and on the first edit of each pair
+        calls.append(len(images))
+        return [len(calls) % 3 != 2]
+
+    cfg = DUOConfig(concepts=["circle"], num_pairs=2, num_inference_steps=2, max_edit_retries=2,
+                    unsafe_prompts=["a circle"], safe_prompts=["a square"])
+    pairs = build_pairs(pipe, detector, cfg, progress=False)
+    assert len(pairs) == 2 and set(pairs.column_names) >= {"unsafe", "safe", "edit_retries", "safe_detected"}
+    assert pairs[0]["unsafe"].size == (32, 32) and pairs[0]["safe_prompt"] == "a square"
+    assert pairs["edit_retries"] == [0, 1] and pairs["safe_detected"] == [False, False]
+    assert len(calls) == 5  # 2 generations kept + 3 edits, each judged once
+
+
+def test_pairs_refuse_an_undetectable_pool(tiny_pipeline_dir):
+    cfg = DUOConfig(concepts=["circle"], num_pairs=1, num_inference_steps=2, unsafe_prompts=["a circle"],
+                    safe_prompts=["a square"])
+    with pytest.raises(ValueError, match="detector fired on none"):
+        build_pairs(_tiny_pipe(tiny_pipeline_dir), lambda ims: [False] * len(ims), cfg, progress=False)
+
+
+def test_bad_config_and_unknown_lora_modules_say_what_to_do(tiny_pipeline_dir):
+    with pytest.raises(ValueError, match="beta"):
+        DUOConfig(concepts=["circle"], beta=0)
+    with pytest.raises(ValueError, match="sdedit_strength"):
+        DUOConfig(concepts=["circle"], sdedit_strength=1.5)
+    pipe = _tiny_pipe(tiny_pipeline_dir)
+    with pytest.raises(ValueError, match=r"match nothing.*attn1\.to_q"):
+        add_lora(pipe.unet, DUOConfig(concepts=["circle"], target_modules=["attn9.to_q"]))
+
+
+def test_saved_lora_loads_into_a_stock_pipeline_and_draws_the_same_images(tiny_pipeline_dir, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from igmu_hf.hub import save_unlearned_pipeline
+
+    pipe = _tiny_pipe(tiny_pipeline_dir)
+    cfg = DUOConfig(concepts=["circle"], num_pairs=2, num_inference_steps=2, max_train_steps=3, lora_rank=4,
+                    lora_alpha=4, base_lr=3.0, unsafe_prompts=["a circle"], safe_prompts=["a square"])
+    result = DUOUnlearner(cfg, detector=lambda ims: [True] * len(ims), progress=False).unlearn(pipe)
+    assert result.edited_parameter_count > 0 and result.extra["training"]["isfinite"]
+    out = save_unlearned_pipeline(result, tmp_path / "duo", base_model=tiny_pipeline_dir)
+    assert (out / "pytorch_lora_weights.safetensors").exists()
+
+    def draw(p):
+        return np.asarray(p("a circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                            output_type="np").images[0])
+
+    fused = draw(result.pipeline)
+    stock = _tiny_pipe(tiny_pipeline_dir)
+    base = draw(stock)
+    stock.load_lora_weights(str(out))
+    assert np.abs(fused - base).max() > 1e-4, "the LoRA changed nothing: the round trip would be vacuous"
+    np.testing.assert_allclose(draw(stock), fused, atol=1e-4)
+    np.testing.assert_allclose(draw(_tiny_pipe(str(out))), fused, atol=1e-4)
+    assert isinstance(StableDiffusionPipeline.from_pretrained(out), StableDiffusionPipeline)
