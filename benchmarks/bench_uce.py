@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def run_case(case: str) -> dict:
@@ -18,14 +19,13 @@ def run_case(case: str) -> dict:
     from igmu_hf.methods import UCEConfig, UCEUnlearner
     from igmu_hf.taxonomy import categorize
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     if case == "mini":
         from igmu_hf.hub import load_pipeline
 
         pipe = load_pipeline()
     else:
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        sys.path.insert(0, str(Path(__file__).parent))
         from sd14 import sd14_sized_text_encoder, sd14_sized_unet
 
         from igmu_hf.mini.architecture import build_tokenizer

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, add_lora, build_pairs, duo_loss
+from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, add_lora, build_pairs, duo_loss, reference_forward
 
 
 def _tiny_pipe(path):
@@ -30,13 +30,7 @@ def test_duo_loss_equals_the_card_formula_computed_term_by_term(tiny_pipeline_di
     cond, uncond = torch.randn(1, 32, 32), torch.randn(1, 32, 32)
     acp = pipe.scheduler.alphas_cumprod
 
-    def ref_forward(x, t, c):
-        unet.disable_adapters()
-        try:
-            return unet(x, t, c).sample
-        finally:
-            unet.enable_adapters()
-
+    ref_forward = reference_forward(unet)
     loss, _ = duo_loss(unet, ref_forward, x_pos, x_neg, cond, uncond, cfg, torch.Generator().manual_seed(5), acp)
 
     # the same draws, in the order the card lists them, and one UNet call per term

@@ -201,6 +201,18 @@ def pair_latents(pipeline, pairs) -> tuple[torch.Tensor, torch.Tensor]:
     return enc(list(pairs["safe"])), enc(list(pairs["unsafe"]))
 
 
+def reference_forward(unet):
+    """ε_ref as a function ``(x, t, c) -> prediction``: the same UNet with its LoRA adapters disabled (no copy)."""
+    def forward(x, t, c):
+        unet.disable_adapters()
+        try:
+            return unet(x, t, c).sample
+        finally:
+            unet.enable_adapters()
+
+    return forward
+
+
 def duo_loss(unet, ref_forward, x_pos, x_neg, cond, uncond, config: DUOConfig, generator: torch.Generator,
              alphas_cumprod: torch.Tensor, share: slice | None = None, global_batch: int | None = None
              ) -> tuple[torch.Tensor, dict]:
@@ -262,16 +274,8 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     unet.train()
     model, opt = accelerator.prepare(unet, opt)
-    base = accelerator.unwrap_model(model)
+    ref_forward = reference_forward(accelerator.unwrap_model(model))
     dev = accelerator.device
-
-    def ref_forward(x, t, c):
-        base.disable_adapters()
-        try:
-            return base(x, t, c).sample
-        finally:
-            base.enable_adapters()
-
     acp = pipeline.scheduler.alphas_cumprod
     stats = {"loss": [], "dpo": [], "reg": []}
     per = config.train_batch_size // n_proc

@@ -45,6 +45,7 @@ def render_recall(classifier, vae=None, num_images: int = 2000, seed: int = 1234
     on the drawings themselves or, with ``vae``, on their VAE reconstructions (what a perfect UNet could reach)."""
     import torch
 
+    from .classifier import HEADS, encode_labels
     from .domain import make_dataset
 
     images, _, labels = make_dataset(num_images, seed)
@@ -56,15 +57,14 @@ def render_recall(classifier, vae=None, num_images: int = 2000, seed: int = 1234
                 xi = (x[i:i + 256] * 2 - 1).to(vae.device)
                 parts.append(((vae.decode(vae.encode(xi).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2).cpu())
             x = torch.cat(parts)
+    targets, masks = encode_labels(labels)  # the training labels, with their masks (colour under sepia ...)
     out = {}
-    for factor, key in (("shape", "shapes"), ("colour", "colours"), ("texture", "textures"),
-                        ("background", "background"), ("style", "style")):
+    for factor, (names, multi) in HEADS.items():
         out[factor] = {}
-        for value in classifier.config.heads[factor]["labels"]:
-            sel = [i for i, lab in enumerate(labels) if value in (lab[key] if isinstance(lab[key], list) else [lab[key]])
-                   and not (factor == "colour" and lab["style"] in ("sepia", "sketch"))
-                   and not (factor == "texture" and lab["style"] == "mosaic")]
-            if sel:
+        for j, value in enumerate(names):
+            shows = targets[factor][:, j] > 0 if multi else targets[factor] == j
+            sel = torch.nonzero(shows & (masks[factor] > 0)).flatten()
+            if len(sel):
                 hits = classifier.detect(x[sel].to(classifier.device), factor, value)
                 out[factor][value] = round(float(hits.float().mean()), 4)
     return out
