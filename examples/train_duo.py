@@ -28,15 +28,19 @@ def parse_args(argv=None):
     p.add_argument("--safe_prompt", type=str, action="append", default=None, help="SDEdit prompt of x⁺ (repeatable).")
     p.add_argument("--output_dir", type=str, required=True)
     p.add_argument("--pairs_dataset", type=str, default=None, help="Folder of saved pairs (built if missing).")
-    p.add_argument("--num_pairs", type=int, default=64)
-    p.add_argument("--max_train_steps", type=int, default=1000)
-    p.add_argument("--train_batch_size", type=int, default=4, help="Pairs per step over all processes.")
-    p.add_argument("--beta", type=float, default=500.0)
-    p.add_argument("--base_lr", type=float, default=3e-4)
-    p.add_argument("--base_lambda", type=float, default=1e6)
+    p.add_argument("--num_pairs", type=int, default=None, help="K pairs (default 64).")
+    p.add_argument("--max_train_steps", type=int, default=None, help="Default 1000 (the mini preset: 600).")
+    p.add_argument("--train_batch_size", type=int, default=None, help="Pairs per step over all processes (4).")
+    p.add_argument("--beta", type=float, default=None, help="β (default 500).")
+    p.add_argument("--base_lr", type=float, default=None, help="lr = base_lr·100/β (default 3e-4).")
+    p.add_argument("--base_lambda", type=float, default=None, help="λ = base_λ·β/100 (default 1e6).")
     p.add_argument("--num_inference_steps", type=int, default=None, help="Default 50 (25 on the mini model).")
     p.add_argument("--guidance_scale", type=float, default=None, help="Default 7.5 (5.0 on the mini model).")
     p.add_argument("--method_kwargs", type=str, default="{}", help="JSON of further DUOConfig fields.")
+    p.add_argument("--checkpointing_steps", type=int, default=None, help="Save a resumable state every N steps.")
+    p.add_argument("--checkpoints_total_limit", type=int, default=2, help="Checkpoints kept.")
+    p.add_argument("--resume_from_checkpoint", type=str, default=None,
+                   help="A checkpoint folder, or 'latest' in <output_dir>-checkpoints.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     p.add_argument("--report_to", type=str, default=None, help="accelerate tracker (tensorboard, wandb ...).")
@@ -50,7 +54,6 @@ def main(args) -> Path | None:
     from accelerate import Accelerator
     from datasets import load_from_disk
 
-    from igmu_hf.evaluation import MINI_GENERATION
     from igmu_hf.hub import default_pretrained_model_name_or_path, load_pipeline, save_unlearned_pipeline
     from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, build_pairs, default_detector
 
@@ -58,14 +61,14 @@ def main(args) -> Path | None:
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=args.report_to)
     base = args.pretrained_model_name_or_path or default_pretrained_model_name_or_path()
     mini = args.pretrained_model_name_or_path is None
-    cfg = DUOConfig(concepts=[args.concept], seed=args.seed, num_pairs=args.num_pairs,
-                    max_train_steps=args.max_train_steps, train_batch_size=args.train_batch_size, beta=args.beta,
-                    base_lr=args.base_lr, base_lambda=args.base_lambda, unsafe_prompts=args.unsafe_prompt,
-                    safe_prompts=args.safe_prompt,
-                    num_inference_steps=args.num_inference_steps or (MINI_GENERATION["num_inference_steps"] if mini
-                                                                     else 50),
-                    guidance_scale=args.guidance_scale or (MINI_GENERATION["guidance_scale"] if mini else 7.5),
-                    **json.loads(args.method_kwargs))
+    explicit = {k: getattr(args, k) for k in ("num_pairs", "max_train_steps", "train_batch_size", "beta", "base_lr",
+                                              "base_lambda", "num_inference_steps", "guidance_scale")
+                if getattr(args, k) is not None}
+    if args.unsafe_prompt:
+        explicit.update(unsafe_prompts=args.unsafe_prompt, safe_prompts=args.safe_prompt)
+    preset = DUOConfig.mini_preset if mini else {}
+    cfg = DUOConfig(concepts=[args.concept], seed=args.seed,
+                    **{**preset, **explicit, **json.loads(args.method_kwargs)})
     pipe = load_pipeline(base).to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     out = Path(args.output_dir)
@@ -80,8 +83,11 @@ def main(args) -> Path | None:
     if args.report_to:
         accelerator.init_trackers("igmu-duo", config={k: v for k, v in cfg.to_dict().items()
                                                      if isinstance(v, (int, float, str, bool))})
-    result = DUOUnlearner(cfg, pairs=pairs, accelerator=accelerator,
-                          progress=accelerator.is_local_main_process).unlearn(pipe)
+    checkpoints = out.with_name(out.name + "-checkpoints")  # beside output_dir, which is replaced atomically
+    result = DUOUnlearner(cfg, pairs=pairs, accelerator=accelerator, progress=accelerator.is_local_main_process,
+                          output_dir=str(checkpoints), checkpointing_steps=args.checkpointing_steps,
+                          resume_from_checkpoint=args.resume_from_checkpoint,
+                          checkpoints_total_limit=args.checkpoints_total_limit).unlearn(pipe)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return None

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, add_lora, build_pairs, duo_loss, reference_forward
+from igmu_hf.diffusion import add_lora, reference_forward
+from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, build_pairs, duo_loss
 
 
 def _tiny_pipe(path):
@@ -19,7 +20,7 @@ def _tiny_pipe(path):
 def test_duo_loss_equals_the_card_formula_computed_term_by_term(tiny_pipeline_dir):
     pipe = _tiny_pipe(tiny_pipeline_dir)
     cfg = DUOConfig(concepts=["circle"], beta=50.0, base_lambda=1e2, lora_rank=4, lora_alpha=4)
-    add_lora(pipe.unet, cfg)
+    add_lora(pipe.unet, cfg.target_modules, cfg.lora_rank, cfg.lora_alpha)
     with torch.no_grad():  # move the adapter off its zero start so policy and reference differ
         for n, p in pipe.unet.named_parameters():
             if "lora_B" in n:
@@ -91,7 +92,7 @@ def test_bad_config_and_unknown_lora_modules_say_what_to_do(tiny_pipeline_dir):
         DUOConfig(concepts=["circle"], sdedit_strength=1.5)
     pipe = _tiny_pipe(tiny_pipeline_dir)
     with pytest.raises(ValueError, match=r"match nothing.*attn1\.to_q"):
-        add_lora(pipe.unet, DUOConfig(concepts=["circle"], target_modules=["attn9.to_q"]))
+        add_lora(pipe.unet, ["attn9.to_q"], 4, 4)
 
 
 def test_saved_lora_loads_into_a_stock_pipeline_and_draws_the_same_images(tiny_pipeline_dir, tmp_path):
@@ -119,3 +120,76 @@ def test_saved_lora_loads_into_a_stock_pipeline_and_draws_the_same_images(tiny_p
     np.testing.assert_allclose(draw(stock), fused, atol=1e-4)
     np.testing.assert_allclose(draw(_tiny_pipe(str(out))), fused, atol=1e-4)
     assert isinstance(StableDiffusionPipeline.from_pretrained(out), StableDiffusionPipeline)
+
+
+def _tiny_pairs(pipe):
+    cfg = DUOConfig(concepts=["circle"], num_pairs=3, num_inference_steps=2, unsafe_prompts=["a circle"],
+                    safe_prompts=["a square"])
+    return build_pairs(pipe, lambda ims: [True] * len(ims), cfg, progress=False)
+
+
+def test_interrupted_training_resumes_to_the_uninterrupted_adapter(tiny_pipeline_dir, tmp_path):
+    from igmu_hf.diffusion import lora_state_dict
+    from igmu_hf.methods.duo import train_duo
+
+    pairs = _tiny_pairs(_tiny_pipe(tiny_pipeline_dir))
+    cfg = DUOConfig(concepts=["circle"], max_train_steps=6, train_batch_size=2, lora_rank=4, lora_alpha=4,
+                    base_lr=1.0, base_lambda=1.0)
+    full = _tiny_pipe(tiny_pipeline_dir)
+    train_duo(full, pairs, cfg, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_4(step):
+        if step == 4:
+            raise Crash
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Crash):
+        train_duo(_tiny_pipe(tiny_pipeline_dir), pairs, cfg, progress=False, output_dir=str(ckpt),
+                  checkpointing_steps=2, callback=crash_at_4)
+    assert [p.name for p in sorted(ckpt.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
+    resumed = _tiny_pipe(tiny_pipeline_dir)
+    stats = train_duo(resumed, pairs, cfg, progress=False, output_dir=str(ckpt), resume_from_checkpoint="latest")
+    a, b = lora_state_dict(full.unet), lora_state_dict(resumed.unet)
+    assert max(float(v.abs().max()) for k, v in a.items() if "lora.up" in k) > 1e-3  # the adapter moved
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert stats["steps"] == 6 and stats["isfinite"]
+
+    changed = DUOConfig(**{**{k: v for k, v in cfg.to_dict().items() if k not in ("method", "defaults_version")},
+                           "beta": 250.0})
+    with pytest.raises(ValueError, match=r"different config.*beta: checkpoint=500\.0 now=250\.0"):
+        train_duo(_tiny_pipe(tiny_pipeline_dir), pairs, changed, progress=False, output_dir=str(ckpt),
+                  resume_from_checkpoint="latest")
+
+
+def test_adapters_of_two_concepts_combine_with_set_adapters(tiny_pipeline_dir, tmp_path):
+    from igmu_hf.diffusion import lora_state_dict
+    from igmu_hf.methods.duo import train_duo
+
+    folders = []
+    for concept, prompts in (("circle", ["a circle", "a square"]), ("star", ["a star", "a triangle"])):
+        pipe = _tiny_pipe(tiny_pipeline_dir)
+        cfg = DUOConfig(concepts=[concept], num_pairs=2, num_inference_steps=2, max_train_steps=3, lora_rank=4,
+                        lora_alpha=4, base_lr=3.0, unsafe_prompts=prompts[:1], safe_prompts=prompts[1:])
+        train_duo(pipe, build_pairs(pipe, lambda ims: [True] * len(ims), cfg, progress=False), cfg, progress=False)
+        folders.append(tmp_path / concept)
+        pipe.save_lora_weights(folders[-1], unet_lora_layers=lora_state_dict(pipe.unet))
+
+    def draw(p):
+        return np.asarray(p("a circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                            output_type="np").images[0])
+
+    stock = _tiny_pipe(tiny_pipeline_dir)
+    stock.load_lora_weights(str(folders[0]), adapter_name="circle")
+    stock.load_lora_weights(str(folders[1]), adapter_name="star")
+    stock.set_adapters(["circle"], adapter_weights=[1.0])
+    only_circle = draw(stock)
+    stock.set_adapters(["circle", "star"], adapter_weights=[1.0, 1.0])
+    both = draw(stock)
+    single = _tiny_pipe(tiny_pipeline_dir)
+    single.load_lora_weights(str(folders[0]))
+    np.testing.assert_allclose(only_circle, draw(single), atol=1e-4)  # set_adapters selects, and
+    assert np.abs(both - only_circle).max() > 1e-4  # the second concept's adapter acts on top of the first

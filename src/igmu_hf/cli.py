@@ -83,6 +83,8 @@ def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_mo
             except (UnknownTargetError, ValueError):
                 pass
     kwargs = dict(method_kwargs or {})
+    if pretrained_model_name_or_path is None:  # the embedded mini world: the method's preset, then the user's fields
+        kwargs = {**unlearner_cls.config_class.mini_preset, **kwargs}
     fields = unlearner_cls.config_class.__dataclass_fields__
     if "preserve_concepts" in fields:
         kwargs.setdefault("preserve_concepts", preserve)

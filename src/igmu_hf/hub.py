@@ -60,7 +60,7 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
         raise ValueError(f"`pretrained_model_name_or_path` {path!r} does not exist; pass an existing pipeline folder "
                          f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True,
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, use_safetensors=True,
                                                  safety_checker=None)
     except OSError as err:
         raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}). "
@@ -116,6 +116,10 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
 
             StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=result.lora_state_dict,
                                                       safe_serialization=True)
+        for name, tensors in result.extra_tensors.items():  # e.g. Dark Miner's mined embeddings
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name))
         (tmp / RUN_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         (tmp / "README.md").write_text(render_model_card(metadata, base_model))
         if out.exists():

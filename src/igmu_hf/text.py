@@ -42,3 +42,34 @@ def last_token_index(tokenizer, prompt: str) -> int:
     """Index of the prompt's last content token (before the end-of-text token) in the padded sequence."""
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
     return len(ids) - 2
+
+
+def encode_free_tokens(tokenizer, text_encoder, token_embeds: torch.Tensor) -> torch.Tensor:
+    """Encoder states ``(N, model_max_length, hidden)`` of prompts whose words are free token embeddings.
+
+    Row ``i`` encodes ``[BOS, token_embeds[i, 0], ..., token_embeds[i, L-1], EOS, pad ...]``: the embeddings enter
+    where the token-embedding table's output would be (a forward hook on ``get_input_embeddings()``), so positions,
+    causal mask and final norm are the text encoder's own. Differentiable in ``token_embeds`` (mined embeddings,
+    textual-inversion-style attacks).
+    """
+    n, length, dim = token_embeds.shape
+    max_len = tokenizer.model_max_length
+    if length > max_len - 2:
+        raise ValueError(f"An embedding of {length} tokens does not fit the tokenizer's {max_len} positions (BOS and "
+                         f"EOS take 2); use a length ≤ {max_len - 2}.")
+    layer = text_encoder.get_input_embeddings()
+    if dim != layer.embedding_dim:
+        raise ValueError(f"Token embeddings have width {dim} but the text encoder's are {layer.embedding_dim} wide.")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((n, max_len), pad, dtype=torch.long)
+    ids[:, 0] = tokenizer.bos_token_id
+    ids[:, length + 1] = tokenizer.eos_token_id
+
+    def splice(module, inputs, output):
+        return torch.cat([output[:, :1], token_embeds.to(output.device, output.dtype), output[:, length + 1:]], dim=1)
+
+    handle = layer.register_forward_hook(splice)
+    try:
+        return text_encoder(ids.to(layer.weight.device))[0]
+    finally:
+        handle.remove()

@@ -3,6 +3,7 @@
 import platform
 
 from .base import MethodConfig, Unlearner, UnlearnResult, get_method, list_methods, register_method
+from .darkminer import DarkMinerConfig, DarkMinerUnlearner
 from .duo import DUOConfig, DUOUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
@@ -22,4 +23,4 @@ def library_versions() -> dict[str, str]:
 
 
 __all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
-           "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "library_versions"]
+           "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner", "library_versions"]

@@ -20,6 +20,9 @@ class MethodConfig:
 
     method: ClassVar[str] = ""
     defaults_version: ClassVar[str] = "1"
+    # Overrides for the embedded mini world (applied by the CLI and examples when the base model is the mini one);
+    # the field defaults stay the paper's.
+    mini_preset: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self):
         if isinstance(self.concepts, str):
@@ -56,6 +59,7 @@ class UnlearnResult:
     technique: str
     extra: dict[str, Any] = field(default_factory=dict)
     lora_state_dict: dict[str, Any] | None = None  # adapter methods: written as pytorch_lora_weights.safetensors
+    extra_tensors: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> tensors, saved alongside
 
     def metadata(self) -> dict[str, Any]:
         from . import library_versions

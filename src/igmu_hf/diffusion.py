@@ -1,0 +1,76 @@
+"""Diffusion-side helpers every trainer shares: VAE latents of images, forward noising, the frozen reference UNet.
+
+The reference ε* of an adapter method is the same UNet with its adapters disabled (METHODS.md), never a copy.
+"""
+
+from contextlib import contextmanager
+
+import torch
+
+
+@torch.no_grad()
+def encode_images(pipeline, images, batch_size: int = 32) -> torch.Tensor:
+    """VAE latents (posterior mean × scaling factor, float32 on CPU) of PIL ``images``, as the pipeline scales them."""
+    vae, proc = pipeline.vae, pipeline.image_processor
+    if not len(images):
+        raise ValueError("`images` is empty; there is nothing to encode.")
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = proc.preprocess([im.convert("RGB") for im in images[i:i + batch_size]]).to(vae.device, vae.dtype)
+        out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    return torch.cat(out).float().cpu()
+
+
+def add_noise(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε (DDPM forward process, ε-prediction parameterisation of SD)."""
+    a = alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+@contextmanager
+def adapters_disabled(unet):
+    """Run ``unet`` as the original model ε* inside the block (peft adapters off, back on afterwards)."""
+    unet.disable_adapters()
+    try:
+        yield unet
+    finally:
+        unet.enable_adapters()
+
+
+def reference_forward(unet):
+    """ε* as a function ``(x, t, c) -> prediction``: the same UNet with its LoRA adapters disabled (no copy)."""
+    def forward(x, t, c):
+        with adapters_disabled(unet):
+            return unet(x, t, c).sample
+
+    return forward
+
+
+def add_lora(unet, target_modules: list[str], rank: int, alpha: int, init_lora_weights="gaussian",
+             adapter_name: str = "default", seed: int | None = None) -> None:
+    """Freeze ``unet`` and give it a peft LoRA adapter on ``target_modules`` (clear error if one matches nothing).
+
+    With ``seed`` the adapter's random initialisation depends on it alone (the global RNG is left untouched).
+    """
+    from peft import LoraConfig
+
+    names = [n for n, _ in unet.named_modules()]
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        examples = sorted({".".join(n.split(".")[-2:]) for n in names if n.split(".")[-1].startswith("to_")})
+        raise ValueError(f"LoRA target module(s) {missing} match nothing in the UNet; modules that exist include "
+                         f"{examples}.")
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init_lora_weights,
+                                    target_modules=list(target_modules)), adapter_name=adapter_name)
+
+
+def lora_state_dict(unet) -> dict[str, torch.Tensor]:
+    """The UNet's LoRA weights in diffusers' format (what ``save_lora_weights`` writes, ``load_lora_weights`` reads)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
