@@ -54,7 +54,8 @@ def main(args) -> Path | None:
     from accelerate import Accelerator
     from datasets import load_from_disk
 
-    from igmu_hf.hub import default_pretrained_model_name_or_path, load_pipeline, save_unlearned_pipeline
+    from igmu_hf.hub import (default_pretrained_model_name_or_path, load_pipeline, push_folder_to_hub,
+                             save_unlearned_pipeline)
     from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, build_pairs, default_detector
 
     logging.basicConfig(level=logging.INFO)
@@ -94,11 +95,7 @@ def main(args) -> Path | None:
     folder = save_unlearned_pipeline(result, out, base_model=base, overwrite=args.overwrite)
     logger.info("Saved %s (%s)", folder, json.dumps(result.extra["training"]))
     if args.push_to_hub:
-        from huggingface_hub import HfApi
-
-        repo = args.hub_model_id or folder.name
-        HfApi().create_repo(repo, exist_ok=True)
-        HfApi().upload_folder(folder_path=str(folder), repo_id=repo)
+        push_folder_to_hub(folder, args.hub_model_id)
     accelerator.end_training()
     return folder
 

@@ -103,11 +103,9 @@ def cmd_unlearn(args) -> int:
     print(f"Saved {args.method} unlearning of {args.concept} to {folder} "
           f"({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
     if args.push_to_hub:
-        from huggingface_hub import upload_folder
+        from .hub import push_folder_to_hub
 
-        if not args.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id, e.g. 'igmu/mini-uce-circle'.")
-        upload_folder(repo_id=args.hub_model_id, folder_path=str(folder))
+        push_folder_to_hub(folder, args.hub_model_id)
     return 0
 
 

@@ -163,3 +163,15 @@ def publish_to_cache(folder: str | os.PathLike, repo_id: str, cache_dir: str | o
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     return snapshot
+
+
+def push_folder_to_hub(folder: str | os.PathLike, hub_model_id: str | None, private: bool = False) -> str:
+    """Create ``hub_model_id`` if needed and upload ``folder`` to it (``--push_to_hub`` of the CLI and examples)."""
+    from huggingface_hub import HfApi
+
+    if not hub_model_id or hub_model_id.count("/") != 1:
+        raise ValueError(f"--push_to_hub needs --hub_model_id like 'igmu/mini-duo-circle', got {hub_model_id!r}.")
+    api = HfApi()
+    api.create_repo(hub_model_id, exist_ok=True, private=private)
+    api.upload_folder(folder_path=str(folder), repo_id=hub_model_id)
+    return hub_model_id

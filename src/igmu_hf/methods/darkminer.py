@@ -55,6 +55,9 @@ class DarkMinerConfig(MethodConfig):
     pool_size: int = field(default=200, metadata={"help": "|P_I|, images generated for the pool."})
     anchor_prompt: str = field(default="a photo", metadata={"help": "c₀, the anchor of circumventing and of x_r."})
     embedding_length: int = field(default=32, metadata={"help": "Tokens of a mined embedding c."})
+    embedding_init: str = field(default="random", metadata={
+        "help": "Start of each mining: 'random' (drawn from the token-embedding table's statistics) or 'prompt' (the "
+                "first pool prompt's token embeddings, tiled to embedding_length). The paper does not say."})
     mining_images: int = field(default=3, metadata={"help": "k, pool images a loop mines (and verifies) on."})
     mining_epochs: int = field(default=1000, metadata={"help": "Optimisation steps of mining."})
     mining_batch_size: int = field(default=3, metadata={"help": "Images per mining step (over all processes)."})
@@ -86,9 +89,10 @@ class DarkMinerConfig(MethodConfig):
         "help": "CLIP of verification (default: openai/clip-vit-large-patch14; the mini CLIP on the mini world)."})
 
     mini_preset = {  # the embedded mini world, scaled to minutes on a CPU (see tests/test_darkminer_mini.py)
-        "num_inference_steps": 25, "guidance_scale": 5.0, "embedding_length": 8, "pool_size": 24,
-        "mining_epochs": 150, "mining_decay_epoch": 100, "circumvent_epochs": 150, "circumvent_decay_epoch": 120,
-        "circumvent_batch_size": 4, "circumvent_images": 16, "max_loops": 4}
+        "num_inference_steps": 25, "guidance_scale": 5.0, "embedding_length": 8, "embedding_init": "prompt",
+        "pool_size": 24, "mining_epochs": 150, "mining_decay_epoch": 100, "circumvent_epochs": 150,
+        "circumvent_decay_epoch": 120, "circumvent_batch_size": 4, "circumvent_images": 16, "circumvent_lr": 1.0,
+        "circumvent_lr_decayed": 0.1, "max_loops": 3}
 
     def __post_init__(self):
         super().__post_init__()
@@ -106,6 +110,8 @@ class DarkMinerConfig(MethodConfig):
             raise ValueError(f"`mining_images` (k={self.mining_images}) exceeds `pool_size` ({self.pool_size}).")
         if not self.target_modules:
             raise ValueError("`target_modules` is empty; e.g. ['attn1.to_v', 'attn2.to_v'].")
+        if self.embedding_init not in ("random", "prompt"):
+            raise ValueError(f"`embedding_init` must be 'random' or 'prompt', got {self.embedding_init!r}.")
 
     def pool_prompt_list(self) -> list[str]:
         prompts = self.pool_prompts or ["a {concept} photo"]
@@ -250,8 +256,6 @@ class DarkMinerTrainer:
         pipeline.vae.requires_grad_(False)
         tok, te = pipeline.tokenizer, pipeline.text_encoder
         self.uncond, self.anchor = encode_prompts(tok, te, ["", config.anchor_prompt]).split(1)
-        table = te.get_input_embeddings().weight.detach()
-        self.embed_mean, self.embed_std = table.mean(0), table.std(0)
         self.acp = pipeline.scheduler.alphas_cumprod
         self.state = _RunState()
         self.embeddings: list[torch.Tensor] = []  # P_E, in mining order
@@ -309,14 +313,21 @@ class DarkMinerTrainer:
         return torch.randperm(len(self.pool_latents), generator=_rng(self.config, loop, "mine", -1))[
             :self.config.mining_images]
 
+    def _initial_embedding(self, loop: int) -> torch.Tensor:
+        cfg = self.config
+        table = self.pipe.text_encoder.get_input_embeddings().weight.detach().cpu()
+        if cfg.embedding_init == "prompt":
+            ids = self.pipe.tokenizer(cfg.pool_prompt_list()[0], add_special_tokens=False).input_ids
+            return table[torch.tensor(ids).repeat(math.ceil(cfg.embedding_length / len(ids)))[:cfg.embedding_length]]
+        noise = torch.randn(cfg.embedding_length, table.shape[1], generator=_rng(cfg, loop, "mine", -2))
+        return table.mean(0) + noise * table.std(0)
+
     def mine(self) -> None:
         cfg, s, acc = self.config, self.state, self.acc
         unet, tok, te = self.pipe.unet, self.pipe.tokenizer, self.pipe.text_encoder
         k_idx = self._mining_indices(s.loop)
         if s.epoch == 0 or self.c is None:
-            g = _rng(cfg, s.loop, "mine", -2)
-            noise = torch.randn(cfg.embedding_length, self.embed_mean.numel(), generator=g)
-            self.c, self.mine_opt_state = (self.embed_mean + noise * self.embed_std).cpu(), None
+            self.c, self.mine_opt_state = self._initial_embedding(s.loop), None
         c = self.c.clone().to(acc.device).requires_grad_(True)
         opt = torch.optim.Adam([c], lr=cfg.mining_lr)
         if self.mine_opt_state is not None:
@@ -346,8 +357,9 @@ class DarkMinerTrainer:
             opt.zero_grad(set_to_none=True)
             self.c, self.mine_opt_state = c.detach().cpu(), opt.state_dict()
             s.epoch = epoch + 1
-            bar.set_postfix(loss=float(loss))
-            self._last_mining_loss = float(loss)
+            bar.set_postfix(loss=float(loss.detach()))
+            self._last_mining_loss = float(loss.detach())
+            acc.log({"mining_loss": self._last_mining_loss, "loop": s.loop}, step=s.step + 1)
             self._after_step()
         self.embeddings.append(self.c.clone())
         self.c, self.mine_opt_state = None, None
@@ -416,8 +428,9 @@ class DarkMinerTrainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
             s.epoch = epoch + 1
-            bar.set_postfix(loss=float(loss))
-            self._last_circumvent_loss = float(loss)
+            bar.set_postfix(loss=float(loss.detach()))
+            self._last_circumvent_loss = float(loss.detach())
+            acc.log({"circumvent_loss": self._last_circumvent_loss, "loop": s.loop}, step=s.step + 1)
             self._after_step()
         unet.eval()
         self.circ_latents = None
@@ -469,10 +482,12 @@ class DarkMinerUnlearner(Unlearner):
 
     def __init__(self, config: DarkMinerConfig, pool_images: list | None = None, accelerator=None,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
-                 resume_from_checkpoint: str | None = None, progress: bool = True, callback=None):
+                 checkpoints_total_limit: int | None = 2, resume_from_checkpoint: str | None = None,
+                 progress: bool = True, callback=None):
         super().__init__(config)
         self.kwargs = dict(pool_images=pool_images, accelerator=accelerator, output_dir=output_dir,
-                           checkpointing_steps=checkpointing_steps, progress=progress, callback=callback)
+                           checkpointing_steps=checkpointing_steps, checkpoints_total_limit=checkpoints_total_limit,
+                           progress=progress, callback=callback)
         self.resume_from_checkpoint = resume_from_checkpoint
         self.trainer: DarkMinerTrainer | None = None
 

@@ -285,6 +285,7 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
         stats["loss"].append(float(loss.detach()))
         stats["dpo"].append(float(parts["dpo"]))
         stats["reg"].append(float(parts["reg"]))
+        accelerator.log({"loss": stats["loss"][-1], "dpo": stats["dpo"][-1], "reg": stats["reg"][-1]}, step=step + 1)
         if output_dir and checkpointing_steps and (step + 1) % checkpointing_steps == 0 and \
                 accelerator.is_main_process:
             save_checkpoint(output_dir, step + 1, {"config": run_config, "stats": stats}, lora, opt.state_dict(),

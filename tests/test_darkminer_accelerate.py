@@ -1,0 +1,41 @@
+"""examples/train_darkminer.py under `accelerate launch --num_processes 2 --cpu` computes the single-process run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--concept", "circle", "--pool_size", "4", "--embedding_length", "4", "--mining_epochs", "3",
+        "--mining_batch_size", "2", "--circumvent_epochs", "3", "--circumvent_batch_size", "2", "--max_loops", "2",
+        "--num_inference_steps", "4", "--tau", "-1",
+        "--method_kwargs", json.dumps({"circumvent_images": 2, "mining_images": 2, "circumvent_lr": 5.0,
+                                       "circumvent_lr_decayed": 5.0})]
+
+
+def test_two_processes_give_the_single_process_adapter_and_embeddings(tmp_path):
+    script = str(ROOT / "examples" / "train_darkminer.py")
+    one, two, pool = tmp_path / "one", tmp_path / "two", tmp_path / "pool"
+    subprocess.run([sys.executable, script, *ARGS, "--output_dir", str(one), "--pool_dataset", str(pool)],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *ARGS,
+                    "--output_dir", str(two), "--pool_dataset", str(pool)], check=True, capture_output=True)
+    run = json.loads((one / "igmu_run.json").read_text())
+    assert run["darkminer"]["loops_run"] == 2
+    a = load_file(str(one / "pytorch_lora_weights.safetensors"))
+    b = load_file(str(two / "pytorch_lora_weights.safetensors"))
+    assert a.keys() == b.keys() and len(a) > 0
+    moved = max(float(v.abs().max()) for k, v in a.items() if "lora.up" in k)  # lora.up (B) starts at zero
+    assert moved > 1e-2, "training barely moved the adapter: the comparison would be vacuous"
+    for k in a:
+        # all-reduce sums in another order: differences of float rounding only (a run with other draws differs
+        # by about the movement itself)
+        torch.testing.assert_close(a[k], b[k], atol=1e-3, rtol=0, msg=k)
+    ea = load_file(str(one / "mined_embeddings.safetensors"))["embeddings"]
+    eb = load_file(str(two / "mined_embeddings.safetensors"))["embeddings"]
+    torch.testing.assert_close(ea, eb, atol=1e-3, rtol=0)
