@@ -52,8 +52,9 @@ def run_case(case: str, steps: int) -> dict:
 
     def count(module, args, output):
         calls["forward"] += 1
-        if output.sample.requires_grad:  # a backward through the UNet reaches this output once
-            output.sample.register_hook(lambda g: calls.__setitem__("backward", calls["backward"] + 1))
+        sample = output[0] if isinstance(output, tuple) else output.sample  # pipelines call with return_dict=False
+        if sample.requires_grad:  # a backward through the UNet reaches this output once
+            sample.register_hook(lambda g: calls.__setitem__("backward", calls["backward"] + 1))
 
     pipe.unet.register_forward_hook(count)
     t0 = time.perf_counter()
