@@ -74,3 +74,14 @@ def lora_state_dict(unet) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
     return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+def fuse_lora_into_unet(unet) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fuse the UNet's LoRA into its weights and remove the adapter; returns (the LoRA in diffusers' format, the
+    names of the base weights that changed)."""
+    lora = lora_state_dict(unet)
+    edited = sorted(n.replace(".base_layer.weight", ".weight") for n, _ in unet.named_parameters()
+                    if n.endswith(".base_layer.weight"))
+    unet.fuse_lora()
+    unet.unload_lora()
+    return lora, edited

@@ -29,14 +29,13 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..diffusion import adapters_disabled, add_lora, add_noise, encode_images, lora_state_dict
+from ..diffusion import adapters_disabled, add_lora, add_noise, encode_images, fuse_lora_into_unet
 from ..text import encode_free_tokens, encode_prompts
 from .base import MethodConfig, Unlearner, register_method
 
@@ -496,11 +495,7 @@ class DarkMinerUnlearner(Unlearner):
         if self.resume_from_checkpoint:
             self.trainer.resume(self.resume_from_checkpoint)
         self.trainer.train()
-        self.lora = lora_state_dict(pipeline.unet)
-        edited = sorted(n.replace(".base_layer.weight", ".weight") for n, _ in pipeline.unet.named_parameters()
-                        if n.endswith(".base_layer.weight"))
-        pipeline.unet.fuse_lora()
-        pipeline.unet.unload_lora()
+        self.lora, edited = fuse_lora_into_unet(pipeline.unet)
         return edited
 
     def unlearn(self, pipeline):

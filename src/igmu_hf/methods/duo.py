@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..diffusion import add_lora, add_noise, encode_images, lora_state_dict, reference_forward
+from ..diffusion import add_lora, add_noise, encode_images, fuse_lora_into_unet, reference_forward
 from .base import MethodConfig, Unlearner, register_method
 
 
@@ -352,11 +352,7 @@ class DUOUnlearner(Unlearner):
                                **self.train_kwargs)
         self.stats["pairs"] = len(self.pairs)
         self.stats["pairs_still_detected"] = int(sum(self.pairs["safe_detected"]))
-        self.lora = lora_state_dict(pipeline.unet)
-        edited = sorted(n.replace(".base_layer.weight", ".weight") for n, _ in pipeline.unet.named_parameters()
-                        if n.endswith(".base_layer.weight"))
-        pipeline.unet.fuse_lora()
-        pipeline.unet.unload_lora()
+        self.lora, edited = fuse_lora_into_unet(pipeline.unet)
         return edited
 
     def unlearn(self, pipeline):
