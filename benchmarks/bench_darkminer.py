@@ -16,22 +16,6 @@ import time
 from pathlib import Path
 
 
-def _sd14_pipeline():
-    sys.path.insert(0, str(Path(__file__).parent))
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from sd14 import sd14_sized_text_encoder, sd14_sized_unet
-
-    from igmu_hf.mini.architecture import build_tokenizer, scheduler_config
-
-    tok = build_tokenizer()
-    tok.model_max_length = 77
-    vae = AutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16)
-    return StableDiffusionPipeline(vae=vae, text_encoder=sd14_sized_text_encoder(tok), tokenizer=tok,
-                                   unet=sd14_sized_unet(), scheduler=DDIMScheduler(**scheduler_config()),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-
 def run_case(case: str, steps: int) -> dict:
     import torch
     from PIL import Image
@@ -44,7 +28,10 @@ def run_case(case: str, steps: int) -> dict:
         pipe, size = load_pipeline(), 32
         cfg = DarkMinerConfig(concepts=["circle"], **DarkMinerConfig.mini_preset)
     else:
-        pipe, size = _sd14_pipeline(), 512
+        sys.path.insert(0, str(Path(__file__).parent))
+        from sd14 import sd14_sized_pipeline
+
+        pipe, size = sd14_sized_pipeline(model_max_length=77), 512
         cfg = DarkMinerConfig(concepts=["circle"], num_inference_steps=2, mining_images=1, mining_batch_size=1,
                               circumvent_images=1, embedding_length=32)
     pipe.set_progress_bar_config(disable=True)

@@ -28,17 +28,9 @@ def run_case(case: str, steps: int = 3) -> dict:
         size, batch = 32, 4
     else:
         sys.path.insert(0, str(Path(__file__).parent))
-        from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-        from sd14 import sd14_sized_text_encoder, sd14_sized_unet
+        from sd14 import sd14_sized_pipeline
 
-        from igmu_hf.mini.architecture import build_tokenizer, scheduler_config
-
-        tok = build_tokenizer()
-        vae = AutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16)
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=sd14_sized_text_encoder(tok), tokenizer=tok,
-                                       unet=sd14_sized_unet(), scheduler=DDIMScheduler(**scheduler_config()),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = sd14_sized_pipeline()
         size, batch = 512, 1
     rng = torch.Generator().manual_seed(0)
     imgs = [PILImage.fromarray((torch.rand(size, size, 3, generator=rng) * 255).byte().numpy()) for _ in range(4)]

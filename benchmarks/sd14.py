@@ -32,3 +32,20 @@ def sd14_sized_text_encoder(tokenizer, seed: int = 0):
     return CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072,
                                         num_hidden_layers=12, num_attention_heads=12,
                                         max_position_embeddings=tokenizer.model_max_length, **special_token_ids()))
+
+
+def sd14_sized_pipeline(model_max_length: int | None = None):
+    """A StableDiffusionPipeline with the SD1.4-sized UNet and text encoder, a small 4-channel VAE (the benchmarks
+    time the UNet) and the mini tokenizer (``model_max_length`` 77 for SD's sequence length)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+    from igmu_hf.mini.architecture import build_tokenizer, scheduler_config
+
+    tok = build_tokenizer()
+    if model_max_length is not None:
+        tok.model_max_length = model_max_length
+    vae = AutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16)
+    return StableDiffusionPipeline(vae=vae, text_encoder=sd14_sized_text_encoder(tok), tokenizer=tok,
+                                   unet=sd14_sized_unet(), scheduler=DDIMScheduler(**scheduler_config()),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
