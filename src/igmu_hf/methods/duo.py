@@ -305,8 +305,9 @@ def _pairs_fingerprint(pairs) -> str:
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps([list(pairs["unsafe_prompt"]), list(pairs["safe_prompt"]),
-                                      [int(x) for x in pairs["seed"]]]).encode()).hexdigest()[:16]
+    cols = [c for c in ("unsafe_prompt", "safe_prompt", "seed") if c in pairs.column_names]  # user pairs may lack some
+    return hashlib.sha256(json.dumps([len(pairs)] + [[str(x) for x in pairs[c]] for c in cols]).encode()
+                          ).hexdigest()[:16]
 
 
 def default_detector(concept: str):
