@@ -1,4 +1,4 @@
-"""The ``igmu`` command: categorize, unlearn, evaluate, demo. Thin argparse over the library."""
+"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo. Thin argparse over the library."""
 
 import argparse
 import json
@@ -45,6 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", type=str, required=True, help="Where report.json goes.")
     p.add_argument("--images_per_prompt", type=int, default=4, help="Images per prompt (seeds seed..).")
     p.add_argument("--seed", type=int, default=0, help="First generation seed.")
+
+    p = sub.add_parser("attack", help="Attack an unlearned pipeline with adversarial prompts; outcomes + ASR.")
+    p.add_argument("--method", type=str, required=True, help="Registered attack, e.g. 'unlearndiffatk'.")
+    p.add_argument("--unlearned", type=str, required=True, help="Unlearned pipeline folder or Hub id.")
+    p.add_argument("--task", type=str, default=None, help="CatIGMU target (default: read from the unlearned run).")
+    p.add_argument("--original", type=str, default=None, help="Original pipeline (default: the run's base model).")
+    p.add_argument("--output_dir", type=str, required=True, help="Where outcomes.jsonl, summary.json, images go.")
+    p.add_argument("--prompts_file", type=str, default=None,
+                   help="Text file, one prompt per line (default: the mini world's prompts for a mini target).")
+    p.add_argument("--judge", type=str, default=None,
+                   help="'mini' (the mini classifier) or 'nudenet'; default: mini for mini targets, nudenet for nudity.")
+    p.add_argument("--threshold", type=float, default=None, help="Judge threshold (recorded in the summary).")
+    p.add_argument("--preset", type=str, choices=["paper", "fast"], default=None,
+                   help="Budgets: the paper's, or 'fast' (default: fast on the mini world, paper otherwise).")
+    p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
+    p.add_argument("--seed", type=int, default=0, help="Seed; prompt i is generated with seed+i.")
 
     p = sub.add_parser("demo", help="Categorize, unlearn (UCE), evaluate and report on the mini world.")
     p.add_argument("--concept", type=str, default="circle", help="Mini-world concept to erase.")
@@ -113,14 +129,11 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
                  images_per_prompt: int = 4, seed: int = 0, progress: bool = True) -> dict:
     """Library entry of ``igmu evaluate``: writes ``report.json`` and returns the report."""
     from .evaluation import evaluate_forgetting
-    from .hub import RUN_FILE, load_pipeline
+    from .hub import load_pipeline
     from .mini import CLASSIFIER_PATH
     from .mini.classifier import MiniClassifier
 
-    runs = []
-    for folder in unlearned:
-        run_file = Path(folder) / RUN_FILE
-        runs.append(json.loads(run_file.read_text()) if run_file.exists() else {})
+    runs = [_run_info(folder) for folder in unlearned]
     if concept is None:
         concepts = {c for r in runs for c in r.get("concepts", [])}
         if len(concepts) != 1:
@@ -165,6 +178,75 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _run_info(folder: str) -> dict:
+    from .hub import RUN_FILE
+
+    run_file = Path(folder) / RUN_FILE
+    return json.loads(run_file.read_text()) if run_file.exists() else {}
+
+
+def make_judge(task: str, judge: str | None = None, threshold: float | None = None):
+    """The judge of a task: the mini classifier for mini concepts, NudeNet for nudity (or the one named)."""
+    from .judges import MiniConceptJudge, NudeNetJudge
+    from .mini.domain import concept_of_word
+
+    if judge is None:
+        judge = "mini" if concept_of_word(task) is not None else "nudenet" if task.lower() in (
+            "nudity", "nude", "naked") else None
+    if judge == "mini":
+        return MiniConceptJudge.from_pretrained(task, threshold=threshold)
+    if judge == "nudenet":
+        return NudeNetJudge() if threshold is None else NudeNetJudge(threshold=threshold)
+    raise ValueError(f"No judge for task {task!r}: pass --judge mini (mini-world concepts) or --judge nudenet "
+                     f"(nudity), or call the library with your own ConceptJudge.")
+
+
+def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = None, original: str | None = None,
+               prompts: list[str] | None = None, judge: str | None = None, threshold: float | None = None,
+               preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True):
+    """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result."""
+    from .attacks import get_attack
+    from .hub import default_pretrained_model_name_or_path, load_pipeline
+
+    attack_cls = get_attack(method)
+    run = _run_info(unlearned)
+    if task is None:
+        concepts = run.get("concepts", [])
+        if len(concepts) != 1:
+            raise ValueError(f"Pass --task: the unlearned run names {concepts or 'no'} concept(s).")
+        task = concepts[0]
+    original = original or run.get("base_model")
+    mini = original is None or Path(original).resolve() == Path(default_pretrained_model_name_or_path()).resolve()
+    preset = preset or ("fast" if mini else "paper")
+    fields = {**(attack_cls.config_class.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
+              "seed": seed}
+    config = attack_cls.config_class.from_dict(fields)
+    the_judge = make_judge(task, judge, threshold)
+    unlearned_pipe = load_pipeline(unlearned)
+    original_pipe = None
+    if attack_cls.needs_original:
+        original_pipe = load_pipeline(original or default_pretrained_model_name_or_path())
+    return attack_cls(config).run(unlearned_pipe, the_judge, task, prompts=prompts, original=original_pipe,
+                                  output_dir=output_dir, progress=progress)
+
+
+def cmd_attack(args) -> int:
+    prompts = None
+    if args.prompts_file:
+        prompts = [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError(f"--prompts_file {args.prompts_file} holds no prompt.")
+    result = run_attack(args.method, args.unlearned, args.output_dir, args.task, args.original, prompts, args.judge,
+                        args.threshold, args.preset, json.loads(args.attack_kwargs), args.seed)
+    s = result.summary
+    print(f"{args.method} on {s['task']!r}: ASR {s['asr']:.2f} ({s['pre_attack_successes']} before the attack + "
+          f"{s['attack_successes']} found by it, of {s['num_prompts']} prompts); pre-attack ASR "
+          f"{s['pre_attack_asr']:.2f}; judge {s['judge'].get('detector', s['judge']['class'])} at threshold "
+          f"{s['judge']['threshold']}.")
+    print(f"Outcomes: {Path(args.output_dir) / 'outcomes.jsonl'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -189,7 +271,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     args = build_parser().parse_args(argv)
     _quiet_library_loading()
-    handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "demo": cmd_demo}
+    handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "attack": cmd_attack,
+                "demo": cmd_demo}
     try:
         return handlers[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -4,8 +4,6 @@ categorize the target (CatIGMU) -> unlearn it with UCE -> evaluate forgetting an
 folder (``report.json``, ``report.md``, ``grid.png`` before/after, and the unlearned pipeline in ``model/``).
 """
 
-import json
-import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw

@@ -73,3 +73,38 @@ def encode_free_tokens(tokenizer, text_encoder, token_embeds: torch.Tensor) -> t
         return text_encoder(ids.to(layer.weight.device))[0]
     finally:
         handle.remove()
+
+
+def compose_token_embeddings(tokenizer, text_encoder, pieces: list) -> torch.Tensor:
+    """Token embeddings ``(L, hidden)`` of a prompt made of text pieces and free embeddings, in order.
+
+    Each piece is a string (tokenized without BOS/EOS and looked up in the text encoder's embedding table) or a
+    tensor ``(k, hidden)`` of free token embeddings (kept differentiable). Feed the result, batched, to
+    ``encode_free_tokens``: ``["a red", e]`` encodes as the prompt "a red <e>".
+    """
+    table = text_encoder.get_input_embeddings()
+    parts = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            if not piece.strip():
+                continue
+            ids = tokenizer(piece, add_special_tokens=False).input_ids
+            parts.append(table(torch.tensor(ids, device=table.weight.device)))
+        else:
+            parts.append(piece.to(table.weight.device, table.weight.dtype).reshape(-1, table.embedding_dim))
+    if not parts:
+        raise ValueError("The prompt has no tokens; pass at least one non-empty piece.")
+    return torch.cat(parts)
+
+
+def whole_word_token_ids(tokenizer, exclude_words: list[str] = ()) -> torch.Tensor:
+    """Ids of the vocabulary's alphabetic whole-word tokens (``"word</w>"`` entries), minus special tokens and
+    ``exclude_words``: the tokens a discrete prompt search may use, each decoding to a word that re-tokenizes to
+    itself, so an adversarial prompt found as ids is reproducible as text."""
+    banned = {w.lower() for phrase in exclude_words for w in phrase.split()}
+    special = set(tokenizer.all_special_ids)
+    ids = [i for tok, i in tokenizer.get_vocab().items()
+           if tok.endswith("</w>") and tok[:-4].isalpha() and i not in special and tok[:-4].lower() not in banned]
+    if not ids:
+        raise ValueError("The tokenizer has no whole-word tokens left to search over; exclude fewer words.")
+    return torch.tensor(sorted(ids))

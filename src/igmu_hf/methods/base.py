@@ -4,15 +4,15 @@ Adding a method touches one new file (``XConfig`` + ``XUnlearner`` + one ``regis
 list in ``methods/__init__.py``.
 """
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from ..config import ConfigBase
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(ConfigBase):
     """Fields every method has. Subclasses add their own, each with a default and a ``help`` naming the symbol."""
 
     concepts: list[str] = field(default_factory=list, metadata={"help": "Concept(s) to erase, e.g. ['circle']."})
@@ -31,19 +31,12 @@ class MethodConfig:
             raise ValueError(f"`concepts` must hold at least one non-empty concept, got {self.concepts!r}; "
                              f"e.g. --concept 'circle'.")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "defaults_version": self.defaults_version, **asdict(self)}
-
-    def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    def _identity(self) -> dict[str, Any]:
+        return {"method": self.method, "defaults_version": self.defaults_version}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names - {"method", "defaults_version"}
-        if unknown:
-            raise TypeError(f"{cls.__name__} got unknown field(s) {sorted(unknown)}; fields: {sorted(names)}.")
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def _identity_keys(cls) -> tuple[str, ...]:
+        return ("method", "defaults_version")
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""What every config dataclass shares (methods' and attacks'): a JSON dict with its identity, a stable hash,
+and ``from_dict`` that names unknown fields instead of failing inside ``__init__``."""
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from typing import Any
+
+
+class ConfigBase:
+    """Mixin for ``@dataclass`` configs. ``_identity()`` adds the keys that say what the config belongs to."""
+
+    def _identity(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._identity(), **asdict(self)}
+
+    def config_hash(self) -> str:
+        """First 16 hex digits of the SHA-256 of the sorted JSON of ``to_dict()``."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in fields(cls)}
+        identity = set(cls._identity_keys())
+        unknown = set(data) - names - identity
+        if unknown:
+            raise TypeError(f"{cls.__name__} got unknown field(s) {sorted(unknown)}; fields: {sorted(names)}.")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def _identity_keys(cls) -> tuple[str, ...]:
+        return ()

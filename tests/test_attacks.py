@@ -1,0 +1,223 @@
+"""Adversarial prompt attacks on the trained mini world: they find the erased concept again where the erasure is
+shallow (UCE), every success is reproducible from its record, ASR follows its definition, runs resume, and bad
+input is refused with a clear message."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from igmu_hf.attacks import (AttackOutcome, ConceptInversion, ConceptInversionConfig, P4D, P4DConfig, RingABell,
+                             RingABellConfig, UnlearnDiffAtk, UnlearnDiffAtkConfig, attack_success_rate, get_attack)
+from igmu_hf.hub import load_pipeline
+from igmu_hf.judges import MiniConceptJudge
+from igmu_hf.mini import PIPELINE_PATH
+from igmu_hf.mini.prompts import task_prompts
+
+
+PROMPTS = task_prompts("circle", 8)["target_prompts"][:6]
+
+
+@pytest.fixture(scope="module")
+def uce_folder(tmp_path_factory):
+    from igmu_hf.cli import run_unlearn
+
+    folder, _ = run_unlearn("uce", ["circle"], str(tmp_path_factory.mktemp("uce") / "uce-circle"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def uce_pipeline(uce_folder):
+    return load_pipeline(uce_folder)
+
+
+@pytest.fixture(scope="module")
+def judge(mini_classifier):
+    return MiniConceptJudge(mini_classifier, "circle")
+
+
+def assert_reproducible(attack, result, unlearned, judge, output_dir=None):
+    """Every success re-generated from its record (prompt or embedding, seed) scores the same with the judge."""
+    successes = [o for o in result.outcomes if o.success]
+    assert successes
+    for o in successes:
+        image = attack.regenerate(o, unlearned, output_dir)
+        assert float(judge.score([image])[0]) == pytest.approx(o.score, abs=1e-5)
+        assert judge.detect([image]).item()
+
+
+def test_asr_counts_pre_attack_and_attack_successes():
+    flags = [(True, True), (False, True), (False, False), (False, True), (False, False)]
+    outcomes = [AttackOutcome(i, "p", i, 0.0, pre, succ, 0.0, "x") for i, (pre, succ) in enumerate(flags)]
+    s = attack_success_rate(outcomes)
+    assert s["pre_attack_asr"] == pytest.approx(1 / 5)
+    assert s["asr"] == pytest.approx(3 / 5)
+    assert (s["pre_attack_successes"], s["attack_successes"]) == (1, 2)
+    with pytest.raises(ValueError, match="no prompts"):
+        attack_success_rate([])
+
+
+@pytest.mark.parametrize("attack_cls,config_cls", [(UnlearnDiffAtk, UnlearnDiffAtkConfig),
+                                                   (ConceptInversion, ConceptInversionConfig)])
+def test_attack_finds_the_concept_again_in_uce(attack_cls, config_cls, uce_pipeline, mini_pipeline, judge, tmp_path):
+    attack = attack_cls(config_cls.fast())
+    result = attack.run(uce_pipeline, judge, "circle", prompts=PROMPTS, original=mini_pipeline,
+                        output_dir=str(tmp_path), progress=False)
+    print(json.dumps({attack_cls.__name__: {k: result.summary[k] for k in ("asr", "pre_attack_asr",
+                                                                            "mean_unet_passes", "mean_wall_time_s")}}))
+    assert result.pre_attack_asr <= 0.2, "UCE did not erase the circle, nothing to attack"
+    assert result.asr >= result.pre_attack_asr + 0.5
+    assert_reproducible(attack, result, uce_pipeline, judge, str(tmp_path))
+    # the record on disk is the result: one line per prompt, in order, and each image scores as recorded
+    lines = [json.loads(x) for x in (tmp_path / "outcomes.jsonl").read_text().splitlines()]
+    assert [x["prompt"] for x in lines] == PROMPTS
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["asr"] == result.asr and summary["judge"]["threshold"] == judge.threshold
+    assert summary["judge"]["checkpoint_sha256"] and sorted(summary["excluded_words"]) == ["ball", "circle", "disc"]
+    from PIL import Image
+
+    for o in result.outcomes[:2]:
+        saved = Image.open(tmp_path / "images" / f"{o.image_id}.png")
+        assert float(judge.score([saved])[0]) == pytest.approx(o.score, abs=1e-5)
+    for o in result.outcomes:  # the searched words never include the target or its aliases
+        if o.adversarial_prompt:
+            added = set(o.adversarial_prompt.split()) - set(o.prompt.split())
+            assert not added & {"circle", "disc", "ball"}
+
+
+def test_original_model_needs_no_attack(mini_pipeline, judge):
+    result = UnlearnDiffAtk(UnlearnDiffAtkConfig.fast()).run(mini_pipeline, judge, "circle", prompts=PROMPTS,
+                                                             original=mini_pipeline, progress=False)
+    assert result.pre_attack_asr >= 0.8
+    assert all(o.steps == 0 for o in result.outcomes if o.pre_attack_success)
+
+
+def test_concept_inversion_embedding_loads_as_textual_inversion(uce_folder, mini_pipeline, judge, tmp_path):
+    """The learned token is a standard textual-inversion file: diffusers' loader + the text prompt give the image."""
+    attack = ConceptInversion(ConceptInversionConfig.fast(num_steps=40))
+    unlearned = load_pipeline(uce_folder)
+    result = attack.run(unlearned, judge, "circle", prompts=PROMPTS[:2], original=mini_pipeline,
+                        output_dir=str(tmp_path), progress=False)
+    o = result.outcomes[1]
+    assert o.adversarial_prompt == "a red <c*>"
+    expected = attack.regenerate(o, unlearned, str(tmp_path))
+    unlearned.load_textual_inversion(str(tmp_path / o.adversarial_embedding), token="<c*>")
+    gen = torch.Generator().manual_seed(o.seed)
+    image = unlearned(o.adversarial_prompt, generator=gen, **attack.config.generation_kwargs()).images[0]
+    assert torch.equal(torch.tensor(list(image.getdata())), torch.tensor(list(expected.getdata())))
+
+
+def test_p4d_and_ringabell_run_and_reproduce(uce_pipeline, mini_pipeline, judge):
+    p4d = P4D(P4DConfig.fast())
+    result = p4d.run(uce_pipeline, judge, "circle", prompts=PROMPTS[:3], original=mini_pipeline, progress=False)
+    assert result.asr > result.pre_attack_asr
+    assert_reproducible(p4d, result, uce_pipeline, judge)
+    k_variant = P4D(P4DConfig.fast(insert_every=1, num_steps=10)).run(
+        uce_pipeline, judge, "circle", prompts=["a red circle"], original=mini_pipeline, progress=False)
+    words = k_variant.outcomes[0].adversarial_prompt.split()
+    assert words[0::2] == ["a", "red", "circle"] and len(words) == 6  # P4D-K: a free word after every prompt word
+
+    rab = RingABell(RingABellConfig.fast(generations=20, population_size=32))
+    result = rab.run(uce_pipeline, judge, "circle", prompts=PROMPTS[:2], progress=False)
+    o = result.outcomes[0]
+    assert len(o.adversarial_prompt.split()) == 8 and o.steps == 20
+    image = rab.regenerate(o, uce_pipeline)
+    assert float(judge.score([image])[0]) == pytest.approx(o.score, abs=1e-5)
+
+
+def test_ringabell_search_gets_closer_to_its_target(uce_pipeline):
+    """The genetic search lowers the text-space distance to enc(p) + η·v below that of its random start."""
+    from igmu_hf.attacks.base import AttackContext
+    from igmu_hf.taxonomy import categorize
+    from igmu_hf.text import encode_prompts, whole_word_token_ids
+
+    rab = RingABell(RingABellConfig.fast(generations=30, population_size=32))
+    spec = categorize("circle")
+    ctx = AttackContext(uce_pipeline, None, None, spec, None, spec.target_words, PROMPTS, list(range(6)))
+    vec = rab._prepare(ctx, PROMPTS, list(range(6)))
+    direct = (encode_prompts(uce_pipeline.tokenizer, uce_pipeline.text_encoder, PROMPTS) -
+              encode_prompts(uce_pipeline.tokenizer, uce_pipeline.text_encoder, [spec.do1(p) for p in PROMPTS]))
+    assert torch.allclose(vec, direct.mean(0), atol=1e-6)
+    target = encode_prompts(uce_pipeline.tokenizer, uce_pipeline.text_encoder, [PROMPTS[1]])[0] + 3.0 * vec
+    vocab = whole_word_token_ids(uce_pipeline.tokenizer, spec.target_words)
+    start = vocab[torch.randint(len(vocab), (32, 8), generator=torch.Generator().manual_seed(1))]
+    ctx.state = vec
+    ctx.judge = MiniConceptJudge.from_pretrained("circle")
+    found = rab._attack_prompt(ctx, 1, PROMPTS[1], seed=1)
+    assert found["extra"]["text_distance"] < float(-rab._fitness(uce_pipeline, start, target).max())
+
+
+def test_attack_resumes_without_redoing_prompts(uce_pipeline, mini_pipeline, judge, tmp_path, monkeypatch):
+    config = UnlearnDiffAtkConfig.fast(num_steps=5)
+    full = UnlearnDiffAtk(config).run(uce_pipeline, judge, "circle", prompts=PROMPTS[:3], original=mini_pipeline,
+                                      output_dir=str(tmp_path / "a"), progress=False)
+    # a crash after the first prompt: its line is on disk, the second was cut mid-write
+    out = tmp_path / "b"
+    out.mkdir()
+    first = (tmp_path / "a" / "outcomes.jsonl").read_text().splitlines()[0]
+    (out / "outcomes.rank0.jsonl").write_text(first + "\n" + '{"prompt_id": 1, "pro')
+    (out / "summary.json").write_text(json.dumps({"config_hash": config.config_hash(), "partial": True}))
+    attacked = []
+    original_run_one = UnlearnDiffAtk._run_one
+    monkeypatch.setattr(UnlearnDiffAtk, "_run_one",
+                        lambda self, ctx, i, p, s: attacked.append(i) or original_run_one(self, ctx, i, p, s))
+    resumed = UnlearnDiffAtk(config).run(uce_pipeline, judge, "circle", prompts=PROMPTS[:3], original=mini_pipeline,
+                                         output_dir=str(out), progress=False)
+    assert attacked == [1, 2]
+    strip = lambda o: replace(o, wall_time_s=0.0)  # noqa: E731
+    assert [strip(o) for o in resumed.outcomes] == [strip(o) for o in full.outcomes]
+    assert not list(out.glob("outcomes.rank*.jsonl"))
+    with pytest.raises(ValueError, match="another config"):
+        UnlearnDiffAtk(UnlearnDiffAtkConfig.fast(num_steps=6)).run(
+            uce_pipeline, judge, "circle", prompts=PROMPTS[:3], original=mini_pipeline, output_dir=str(out))
+
+
+def test_bad_input_is_refused_with_the_reason(uce_pipeline, mini_pipeline, judge, mini_classifier):
+    from igmu_hf.attacks.base import default_attack_prompts
+    from igmu_hf.taxonomy import categorize
+
+    attack = UnlearnDiffAtk(UnlearnDiffAtkConfig.fast())
+    with pytest.raises(ValueError, match="judge detects 'square'"):
+        attack.run(uce_pipeline, MiniConceptJudge(mini_classifier, "square"), "circle", original=mini_pipeline)
+    with pytest.raises(ValueError, match="budget must be positive"):
+        UnlearnDiffAtkConfig(num_steps=0)
+    with pytest.raises(ValueError, match="budget must be positive"):
+        RingABellConfig.fast(generations=0)
+    with pytest.raises(ValueError, match="needs the original pipeline"):
+        attack.run(uce_pipeline, judge, "circle")
+    with pytest.raises(ValueError, match="empty"):
+        attack.run(uce_pipeline, judge, "circle", prompts=[], original=mini_pipeline)
+    with pytest.raises(ValueError, match="Pass `prompts`"):
+        default_attack_prompts(categorize("church"))
+    with pytest.raises(ValueError, match="Unknown attack"):
+        get_attack("nope")
+    with pytest.raises(TypeError, match="unknown field"):
+        UnlearnDiffAtkConfig.from_dict({"num_step": 3})
+
+
+def test_attacks_sharing_token_ids_refuse_a_different_tokenizer(uce_pipeline, judge, tmp_path):
+    """An 'original' whose tokenizer differs (here: one word added) is not the model this one was unlearned from."""
+    other = load_pipeline(PIPELINE_PATH)
+    other.tokenizer.add_tokens(["<new>"])
+    for attack in (UnlearnDiffAtk(UnlearnDiffAtkConfig.fast()), P4D(P4DConfig.fast())):
+        with pytest.raises(ValueError, match="tokenizer differs from the original's"):
+            attack.run(uce_pipeline, judge, "circle", prompts=PROMPTS[:1], original=other)
+
+
+def test_igmu_attack_command(uce_folder, tmp_path, capsys):
+    from igmu_hf.cli import main
+
+    out = tmp_path / "atk"
+    rc = main(["attack", "--method", "unlearndiffatk", "--unlearned", uce_folder, "--output_dir", str(out),
+               "--attack_kwargs", json.dumps({"num_steps": 8})])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "circle" and summary["num_prompts"] == 8
+    assert summary["config"]["num_steps"] == 8 and summary["config"]["num_inference_steps"] == 25  # fast preset
+    assert f"ASR {summary['asr']:.2f}" in printed
+    assert len((out / "outcomes.jsonl").read_text().splitlines()) == 8
+    rc = main(["attack", "--method", "unlearndiffatk", "--unlearned", uce_folder, "--output_dir", str(tmp_path / "x"),
+               "--judge", "nudenet"])
+    assert rc == 2 and "judge detects 'nudity' but the task's target is 'circle'" in capsys.readouterr().err
