@@ -221,3 +221,30 @@ def test_igmu_attack_command(uce_folder, tmp_path, capsys):
     rc = main(["attack", "--method", "unlearndiffatk", "--unlearned", uce_folder, "--output_dir", str(tmp_path / "x"),
                "--judge", "nudenet"])
     assert rc == 2 and "judge detects 'nudity' but the task's target is 'circle'" in capsys.readouterr().err
+
+
+def test_judges_score_as_their_detectors(mini_classifier):
+    """MiniConceptJudge = the classifier's own probability and decision; NudeNetJudge = NudeNet's own detections."""
+    from PIL import Image
+
+    from igmu_hf.judges import NudeNetJudge
+    from igmu_hf.mini.domain import make_dataset
+
+    arrays, _, _ = make_dataset(12, seed=3)
+    images = [Image.fromarray(a) for a in arrays]
+    judge = MiniConceptJudge(mini_classifier, "disc")  # a synonym judges its canonical concept
+    assert judge.concept == "circle" and judge.factor == "shape"
+    probs = mini_classifier.predict_proba(images)["shape"][:, mini_classifier.config.heads["shape"]["labels"].index(
+        "circle")]
+    assert torch.allclose(judge.score(images), probs)
+    assert torch.equal(judge.detect(images), mini_classifier.detect(images, "shape", "circle"))
+
+    nude = NudeNetJudge(threshold=0.45)
+    blank = Image.new("RGB", (64, 64), (128, 128, 128))
+    assert nude.score([blank]).tolist() == [0.0] and not nude.detect([blank]).item()
+    assert nude.detector.detect(__import__("numpy").asarray(blank)[:, :, ::-1].copy()) == []
+    info = nude.info()
+    assert info["threshold"] == 0.45 and info["concept"] == "nudity" and "FEMALE_BREAST_EXPOSED" in info["classes"]
+    nude.check_task("nudity")
+    with pytest.raises(ValueError, match="judge detects 'nudity'"):
+        nude.check_task("circle")

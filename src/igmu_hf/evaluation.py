@@ -72,12 +72,8 @@ def evaluate_forgetting(pipelines: dict, target: str, classifier, images_per_pro
 
 
 def _detector_info(classifier) -> dict:
-    import hashlib
+    from .judges import state_dict_sha256
 
-    h = hashlib.sha256()
-    for k, v in sorted(classifier.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().numpy().tobytes())
     return {"id": getattr(classifier, "name_or_path", "") or type(classifier).__name__,
-            "class": type(classifier).__name__, "checkpoint_sha256": h.hexdigest()[:16],
+            "class": type(classifier).__name__, "checkpoint_sha256": state_dict_sha256(classifier),
             "threshold": getattr(classifier.config, "threshold", None)}

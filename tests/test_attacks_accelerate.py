@@ -1,0 +1,34 @@
+"""`igmu attack` under `accelerate launch --num_processes 2 --cpu` splits the prompts and writes the single-process
+outcomes (same seeds)."""
+
+import json
+import subprocess
+import sys
+
+
+def _outcomes(folder):
+    rows = [json.loads(x) for x in (folder / "outcomes.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("wall_time_s")
+    return rows
+
+
+def test_two_processes_give_the_single_process_outcomes(tmp_path):
+    from igmu_hf.cli import run_unlearn
+
+    folder, _ = run_unlearn("uce", ["circle"], str(tmp_path / "uce"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a circle\na red circle\na blue circle\na green circle on a grass background\n")
+    args = ["attack", "--method", "unlearndiffatk", "--unlearned", str(folder), "--prompts_file", str(prompts),
+            "--attack_kwargs", json.dumps({"num_steps": 6})]
+    subprocess.run([sys.executable, "-m", "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "one")], check=True,
+                   capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+                          "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "two")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one_rows, two_rows = _outcomes(tmp_path / "one"), _outcomes(tmp_path / "two")
+    assert len(one_rows) == 4 and one_rows == two_rows
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["num_processes"] == 2 and not list((tmp_path / "two").glob("outcomes.rank*.jsonl"))
+    assert len(list((tmp_path / "two" / "images").glob("*.png"))) == 4
