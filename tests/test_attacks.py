@@ -209,15 +209,17 @@ def test_igmu_attack_command(uce_folder, tmp_path, capsys):
     from igmu_hf.cli import main
 
     out = tmp_path / "atk"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS[:3]) + "\n\n")
     rc = main(["attack", "--method", "unlearndiffatk", "--unlearned", uce_folder, "--output_dir", str(out),
-               "--attack_kwargs", json.dumps({"num_steps": 8})])
+               "--prompts_file", str(prompts), "--attack_kwargs", json.dumps({"num_steps": 8})])
     assert rc == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["task"] == "circle" and summary["num_prompts"] == 8
+    assert summary["task"] == "circle" and summary["num_prompts"] == 3
     assert summary["config"]["num_steps"] == 8 and summary["config"]["num_inference_steps"] == 25  # fast preset
     assert f"ASR {summary['asr']:.2f}" in printed
-    assert len((out / "outcomes.jsonl").read_text().splitlines()) == 8
+    assert len((out / "outcomes.jsonl").read_text().splitlines()) == 3
     rc = main(["attack", "--method", "unlearndiffatk", "--unlearned", uce_folder, "--output_dir", str(tmp_path / "x"),
                "--judge", "nudenet"])
     assert rc == 2 and "judge detects 'nudity' but the task's target is 'circle'" in capsys.readouterr().err

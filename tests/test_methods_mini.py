@@ -1,5 +1,6 @@
 """DUO and Dark Miner, run as `igmu unlearn --method duo|darkminer` with their mini presets, really forget the
-target on the trained mini world and leave the unrelated shapes within 10 points."""
+target on the trained mini world, leave the unrelated shapes within 10 points, and resist UnlearnDiffAtk better
+than UCE (a lower attack success rate on the same prompts and seeds)."""
 
 import json
 
@@ -9,6 +10,25 @@ from igmu_hf.cli import run_unlearn
 from igmu_hf.evaluation import evaluate_forgetting
 from igmu_hf.hub import load_pipeline
 from igmu_hf.mini import PIPELINE_PATH
+from igmu_hf.mini.prompts import task_prompts
+
+
+ATTACK_PROMPTS = task_prompts("circle", 8)["target_prompts"][:6]
+
+
+def unlearndiffatk_asr(pipeline, original, judge) -> float:
+    from igmu_hf.attacks import UnlearnDiffAtk, UnlearnDiffAtkConfig
+
+    return UnlearnDiffAtk(UnlearnDiffAtkConfig.fast()).run(pipeline, judge, "circle", prompts=ATTACK_PROMPTS,
+                                                           original=original, progress=False).asr
+
+
+@pytest.fixture(scope="module")
+def uce_asr(tmp_path_factory, mini_pipeline, mini_classifier):
+    from igmu_hf.judges import MiniConceptJudge
+
+    _, result = run_unlearn("uce", ["circle"], str(tmp_path_factory.mktemp("uce") / "uce"))
+    return unlearndiffatk_asr(result.pipeline, mini_pipeline, MiniConceptJudge(mini_classifier, "circle"))
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +39,10 @@ def original_report(mini_classifier):
 
 
 @pytest.mark.parametrize("method", ["duo", "darkminer"])
-def test_method_halves_the_circle_rate_and_preserves_other_shapes(method, mini_classifier, original_report,
-                                                                  tmp_path):
+def test_method_forgets_preserves_and_resists_attack_better_than_uce(method, mini_classifier, original_report,
+                                                                     uce_asr, mini_pipeline, tmp_path):
+    from igmu_hf.judges import MiniConceptJudge
+
     folder, result = run_unlearn(method, ["circle"], str(tmp_path / method))
     assert (folder / "pytorch_lora_weights.safetensors").exists()
     unl = evaluate_forgetting({method: result.pipeline}, "circle", mini_classifier, images_per_prompt=3,
@@ -29,7 +51,11 @@ def test_method_halves_the_circle_rate_and_preserves_other_shapes(method, mini_c
     print(json.dumps({"original": orig["forgetting_rate"], method: unl["forgetting_rate"],
                       **{o: [orig["unrelated"][o]["own_rate"], u["own_rate"]] for o, u in unl["unrelated"].items()},
                       "runtime_s": result.runtime_seconds}))
+    asr = unlearndiffatk_asr(result.pipeline, mini_pipeline, MiniConceptJudge(mini_classifier, "circle"))
+    print(json.dumps({"unlearndiffatk_asr": {method: asr, "uce": uce_asr}}))
     assert orig["forgetting_rate"] >= 0.6, "nothing to forget: the original rarely draws the target"
     assert unl["forgetting_rate"] <= 0.5 * orig["forgetting_rate"]
     for other in orig["unrelated"]:
         assert abs(unl["unrelated"][other]["own_rate"] - orig["unrelated"][other]["own_rate"]) <= 0.10, other
+    assert uce_asr >= 0.8, "UnlearnDiffAtk no longer breaks UCE: the comparison would say nothing"
+    assert asr < uce_asr
