@@ -86,6 +86,7 @@ def main(args) -> Path | None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return None
+    result.extra["num_processes"] = accelerator.num_processes
     folder = save_unlearned_pipeline(result, out, base_model=base, overwrite=args.overwrite)
     logger.info("Saved %s (%s)", folder, json.dumps(result.extra["darkminer"], default=str))
     if args.push_to_hub:

@@ -1,7 +1,12 @@
-"""`igmu attack` under `accelerate launch --num_processes 2 --cpu` splits the prompts and writes the single-process
-outcomes (same seeds)."""
+"""`igmu attack` on 2 CPU processes (torchrun, ACCELERATE_USE_CPU=1) splits the prompts and writes the
+single-process outcomes (same seeds).
+
+accelerate 1.15's `accelerate launch --cpu --num_processes 2` starts one process (multi-CPU needs an mpirun
+hostfile), so the two processes are started with torchrun, as `accelerate launch --multi_gpu` would on GPUs.
+"""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,9 +28,9 @@ def test_two_processes_give_the_single_process_outcomes(tmp_path):
             "--attack_kwargs", json.dumps({"num_steps": 6})]
     subprocess.run([sys.executable, "-m", "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "one")], check=True,
                    capture_output=True)
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
-                          "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "two")], capture_output=True, text=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29531", "-m", "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "two")],
+                         capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     one_rows, two_rows = _outcomes(tmp_path / "one"), _outcomes(tmp_path / "two")
     assert len(one_rows) == 4 and one_rows == two_rows

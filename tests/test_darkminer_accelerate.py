@@ -1,6 +1,11 @@
-"""examples/train_darkminer.py under `accelerate launch --num_processes 2 --cpu` computes the single-process run."""
+"""examples/train_darkminer.py on 2 CPU processes computes the single-process run.
+
+The processes are started by torchrun with ACCELERATE_USE_CPU=1: accelerate 1.15's `accelerate launch --cpu
+--num_processes 2` starts one process (multi-CPU needs an mpirun hostfile), which made this comparison vacuous.
+"""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +27,11 @@ def test_two_processes_give_the_single_process_adapter_and_embeddings(tmp_path):
     one, two, pool = tmp_path / "one", tmp_path / "two", tmp_path / "pool"
     subprocess.run([sys.executable, script, *ARGS, "--output_dir", str(one), "--pool_dataset", str(pool)],
                    check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *ARGS,
-                    "--output_dir", str(two), "--pool_dataset", str(pool)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    "29532", script, *ARGS,
+                    "--output_dir", str(two), "--pool_dataset", str(pool)], check=True, capture_output=True,
+                   env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    assert json.loads((two / "igmu_run.json").read_text())["num_processes"] == 2
     run = json.loads((one / "igmu_run.json").read_text())
     assert run["darkminer"]["loops_run"] == 2
     a = load_file(str(one / "pytorch_lora_weights.safetensors"))

@@ -188,6 +188,7 @@ class Attack:
                 already there and resumes after them (same config only).
         """
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
 
         from ..taxonomy import TaskSpec, categorize
 
@@ -214,7 +215,8 @@ class Attack:
             logger.warning("%s; the %s attack does not need them to match, but check the pair is right.",
                            tokenizer_note, self.config.attack)
 
-        state = PartialState()
+        # CPU processes (torchrun with ACCELERATE_USE_CPU=1) must say so: without a GPU, PartialState() is 1 process
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         out = Path(output_dir) if output_dir else None
         done: dict[int, AttackOutcome] = {}
         if out is not None:
