@@ -58,14 +58,25 @@ def test_asr_counts_pre_attack_and_attack_successes():
         attack_success_rate([])
 
 
-@pytest.mark.parametrize("attack_cls,config_cls", [(UnlearnDiffAtk, UnlearnDiffAtkConfig),
-                                                   (ConceptInversion, ConceptInversionConfig)])
-def test_attack_finds_the_concept_again_in_uce(attack_cls, config_cls, uce_pipeline, mini_pipeline, judge, tmp_path):
-    attack = attack_cls(config_cls.fast())
-    result = attack.run(uce_pipeline, judge, "circle", prompts=PROMPTS, original=mini_pipeline,
-                        output_dir=str(tmp_path), progress=False)
-    print(json.dumps({attack_cls.__name__: {k: result.summary[k] for k in ("asr", "pre_attack_asr",
-                                                                            "mean_unet_passes", "mean_wall_time_s")}}))
+@pytest.fixture(scope="module")
+def concept_inversion_run(uce_pipeline, mini_pipeline, judge, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cce")
+    attack = ConceptInversion(ConceptInversionConfig.fast())
+    result = attack.run(uce_pipeline, judge, "circle", prompts=PROMPTS, original=mini_pipeline, output_dir=str(out),
+                        progress=False)
+    return attack, result, out
+
+
+@pytest.mark.parametrize("name", ["unlearndiffatk", "concept_inversion"])
+def test_attack_finds_the_concept_again_in_uce(name, uce_pipeline, mini_pipeline, judge, tmp_path, request):
+    if name == "concept_inversion":
+        attack, result, tmp_path = request.getfixturevalue("concept_inversion_run")
+    else:
+        attack = UnlearnDiffAtk(UnlearnDiffAtkConfig.fast())
+        result = attack.run(uce_pipeline, judge, "circle", prompts=PROMPTS, original=mini_pipeline,
+                            output_dir=str(tmp_path), progress=False)
+    print(json.dumps({name: {k: result.summary[k] for k in ("asr", "pre_attack_asr", "mean_unet_passes",
+                                                            "mean_wall_time_s")}}))
     assert result.pre_attack_asr <= 0.2, "UCE did not erase the circle, nothing to attack"
     assert result.asr >= result.pre_attack_asr + 0.5
     assert_reproducible(attack, result, uce_pipeline, judge, str(tmp_path))
@@ -93,16 +104,14 @@ def test_original_model_needs_no_attack(mini_pipeline, judge):
     assert all(o.steps == 0 for o in result.outcomes if o.pre_attack_success)
 
 
-def test_concept_inversion_embedding_loads_as_textual_inversion(uce_folder, mini_pipeline, judge, tmp_path):
+def test_concept_inversion_embedding_loads_as_textual_inversion(concept_inversion_run, uce_folder):
     """The learned token is a standard textual-inversion file: diffusers' loader + the text prompt give the image."""
-    attack = ConceptInversion(ConceptInversionConfig.fast(num_steps=40))
+    attack, result, out = concept_inversion_run
     unlearned = load_pipeline(uce_folder)
-    result = attack.run(unlearned, judge, "circle", prompts=PROMPTS[:2], original=mini_pipeline,
-                        output_dir=str(tmp_path), progress=False)
     o = result.outcomes[1]
     assert o.adversarial_prompt == "a red <c*>"
-    expected = attack.regenerate(o, unlearned, str(tmp_path))
-    unlearned.load_textual_inversion(str(tmp_path / o.adversarial_embedding), token="<c*>")
+    expected = attack.regenerate(o, unlearned, str(out))
+    unlearned.load_textual_inversion(str(out / o.adversarial_embedding), token="<c*>")
     gen = torch.Generator().manual_seed(o.seed)
     image = unlearned(o.adversarial_prompt, generator=gen, **attack.config.generation_kwargs()).images[0]
     assert torch.equal(torch.tensor(list(image.getdata())), torch.tensor(list(expected.getdata())))
@@ -250,3 +259,18 @@ def test_judges_score_as_their_detectors(mini_classifier):
     nude.check_task("nudity")
     with pytest.raises(ValueError, match="judge detects 'nudity'"):
         nude.check_task("circle")
+
+
+def test_igmu_evaluate_reports_attack_robustness(uce_folder, tmp_path):
+    """`igmu evaluate --attack` adds each model's ASR (the robustness aspect) next to its forgetting rate."""
+    from igmu_hf.cli import run_evaluate
+
+    report = run_evaluate([uce_folder], str(tmp_path), images_per_prompt=1, progress=False,
+                          attack="unlearndiffatk", attack_kwargs={"num_steps": 3})
+    orig, uce = report["models"]["original"]["robustness"], report["models"]["uce"]["robustness"]
+    assert orig["pre_attack_asr"] >= 0.8 and uce["pre_attack_asr"] <= 0.2
+    assert uce["asr"] > uce["pre_attack_asr"] and uce["num_prompts"] == len(report["prompts"]["target_prompts"])
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["models"]["uce"]["robustness"]["asr"] == uce["asr"]
+    summary = json.loads((tmp_path / "attacks" / "uce" / "summary.json").read_text())
+    assert summary["asr"] == uce["asr"] and summary["judge"] == uce["judge"]

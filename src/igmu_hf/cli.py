@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", type=str, required=True, help="Where report.json goes.")
     p.add_argument("--images_per_prompt", type=int, default=4, help="Images per prompt (seeds seed..).")
     p.add_argument("--seed", type=int, default=0, help="First generation seed.")
+    p.add_argument("--attack", type=str, default=None,
+                   help="Also attack every model (e.g. 'unlearndiffatk') and report its ASR as the robustness aspect.")
+    p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
 
     p = sub.add_parser("attack", help="Attack an unlearned pipeline with adversarial prompts; outcomes + ASR.")
     p.add_argument("--method", type=str, required=True, help="Registered attack, e.g. 'unlearndiffatk'.")
@@ -126,8 +129,13 @@ def cmd_unlearn(args) -> int:
 
 
 def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, concept: str | None = None,
-                 images_per_prompt: int = 4, seed: int = 0, progress: bool = True) -> dict:
-    """Library entry of ``igmu evaluate``: writes ``report.json`` and returns the report."""
+                 images_per_prompt: int = 4, seed: int = 0, progress: bool = True, attack: str | None = None,
+                 attack_kwargs: dict | None = None) -> dict:
+    """Library entry of ``igmu evaluate``: writes ``report.json`` and returns the report.
+
+    With ``attack``, every model (the original too) is also attacked on the target prompts and the report gets a
+    ``robustness`` entry per model (ASR, pre-attack ASR, judge); the outcomes go to ``output_dir/attacks/<model>``.
+    """
     from .evaluation import evaluate_forgetting
     from .hub import load_pipeline
     from .mini import CLASSIFIER_PATH
@@ -151,9 +159,37 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
                                  progress=progress)
     report["runs"] = {name: run for name, run in zip(list(pipes)[1:], runs)}
     out = Path(output_dir)
+    if attack:
+        from .attacks import get_attack
+
+        attack_cls = get_attack(attack)
+        config = _attack_config(attack_cls, None, _is_mini(original), attack_kwargs, seed)
+        judge = make_judge(concept)
+        for name, pipe in pipes.items():
+            result = attack_cls(config).run(pipe, judge, concept, prompts=report["prompts"]["target_prompts"],
+                                            original=pipes["original"], output_dir=str(out / "attacks" / name),
+                                            progress=progress)
+            report["models"][name]["robustness"] = {
+                "attack": attack, "asr": result.asr, "pre_attack_asr": result.pre_attack_asr,
+                "num_prompts": result.summary["num_prompts"], "judge": result.judge,
+                "config_hash": result.summary["config_hash"], "outcomes": str(out / "attacks" / name)}
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "report.json", report)
     return report
+
+
+def _is_mini(original: str | None) -> bool:
+    from .hub import default_pretrained_model_name_or_path
+
+    return original is None or Path(original).resolve() == Path(default_pretrained_model_name_or_path()).resolve()
+
+
+def _attack_config(attack_cls, preset: str | None, mini: bool, attack_kwargs: dict | None, seed: int):
+    """The attack's config: the fast preset on the mini world (or when asked), the papers' budgets otherwise."""
+    preset = preset or ("fast" if mini else "paper")
+    fields = {**(attack_cls.config_class.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
+              "seed": seed}
+    return attack_cls.config_class.from_dict(fields)
 
 
 def _write_json(path: Path, data) -> None:
@@ -166,13 +202,17 @@ def _summary_lines(report: dict) -> list[str]:
     lines = [f"target {report['target']!r} ({report['factor']}): forgetting rate = share of images still showing it"]
     for name, m in report["models"].items():
         own = ", ".join(f"{k} {v['own_rate']:.2f}" for k, v in m["unrelated"].items())
-        lines.append(f"  {name:>10}: target {m['forgetting_rate']:.2f} | unrelated (own concept kept): {own}")
+        line = f"  {name:>10}: target {m['forgetting_rate']:.2f} | unrelated (own concept kept): {own}"
+        if "robustness" in m:
+            r = m["robustness"]
+            line += f" | {r['attack']} ASR {r['asr']:.2f} (no attack {r['pre_attack_asr']:.2f})"
+        lines.append(line)
     return lines
 
 
 def cmd_evaluate(args) -> int:
     report = run_evaluate(args.unlearned, args.output_dir, args.original, args.concept, args.images_per_prompt,
-                          args.seed)
+                          args.seed, attack=args.attack, attack_kwargs=json.loads(args.attack_kwargs))
     print("\n".join(_summary_lines(report)))
     print(f"Report: {Path(args.output_dir) / 'report.json'}")
     return 0
@@ -216,11 +256,7 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
             raise ValueError(f"Pass --task: the unlearned run names {concepts or 'no'} concept(s).")
         task = concepts[0]
     original = original or run.get("base_model")
-    mini = original is None or Path(original).resolve() == Path(default_pretrained_model_name_or_path()).resolve()
-    preset = preset or ("fast" if mini else "paper")
-    fields = {**(attack_cls.config_class.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
-              "seed": seed}
-    config = attack_cls.config_class.from_dict(fields)
+    config = _attack_config(attack_cls, preset, _is_mini(original), attack_kwargs, seed)
     the_judge = make_judge(task, judge, threshold)
     unlearned_pipe = load_pipeline(unlearned)
     original_pipe = None
