@@ -32,3 +32,27 @@ class ConfigBase:
     @classmethod
     def _identity_keys(cls) -> tuple[str, ...]:
         return ()
+
+
+class Registry:
+    """Names -> classes (methods, attacks). Registering sets ``cls.config_class.<kind> = name``, so a config knows
+    what it configures."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str, cls: type) -> None:
+        if name in self._classes and self._classes[name] is not cls:
+            raise ValueError(f"{self.kind.capitalize()} {name!r} is already registered to "
+                             f"{self._classes[name].__name__}.")
+        setattr(cls.config_class, self.kind, name)
+        self._classes[name] = cls
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type:
+        if name not in self._classes:
+            raise ValueError(f"Unknown {self.kind} {name!r}; available {self.kind}s: {', '.join(self.names())}.")
+        return self._classes[name]

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ConfigBase
+from ..config import ConfigBase, Registry
 
 
 logger = logging.getLogger(__name__)
@@ -442,23 +442,18 @@ def _versions() -> dict[str, str]:
     return library_versions()
 
 
-_REGISTRY: dict[str, type[Attack]] = {}
+_REGISTRY = Registry("attack")
 
 
-def register_attack(name: str, attack_cls: type[Attack]) -> None:
-    """Make ``name`` reachable from ``get_attack`` and ``igmu attack --method``."""
-    if name in _REGISTRY and _REGISTRY[name] is not attack_cls:
-        raise ValueError(f"Attack {name!r} is already registered to {_REGISTRY[name].__name__}.")
-    attack_cls.config_class.attack = name
-    _REGISTRY[name] = attack_cls
+def register_attack(name: str, cls: type[Attack]) -> None:
+    """Make ``name`` reachable from ``get_attack`` and the CLI."""
+    _REGISTRY.register(name, cls)
 
 
 def list_attacks() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_attack(name: str) -> type[Attack]:
-    """The attack class registered as ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown attack {name!r}; available attacks: {', '.join(list_attacks())}.")
-    return _REGISTRY[name]
+    """The class registered as ``name`` (a clear error listing the names otherwise)."""
+    return _REGISTRY.get(name)

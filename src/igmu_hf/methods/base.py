@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..config import ConfigBase
+from ..config import ConfigBase, Registry
 
 
 @dataclass
@@ -100,23 +100,18 @@ class Unlearner:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Unlearner]] = {}
+_REGISTRY = Registry("method")
 
 
-def register_method(name: str, unlearner_cls: type[Unlearner]) -> None:
-    """Make ``name`` reachable from ``get_method``, the CLI and the examples."""
-    if name in _REGISTRY and _REGISTRY[name] is not unlearner_cls:
-        raise ValueError(f"Method {name!r} is already registered to {_REGISTRY[name].__name__}.")
-    unlearner_cls.config_class.method = name
-    _REGISTRY[name] = unlearner_cls
+def register_method(name: str, cls: type[Unlearner]) -> None:
+    """Make ``name`` reachable from ``get_method`` and the CLI."""
+    _REGISTRY.register(name, cls)
 
 
 def list_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_method(name: str) -> type[Unlearner]:
-    """The unlearner class registered as ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown method {name!r}; available methods: {', '.join(list_methods())}.")
-    return _REGISTRY[name]
+    """The class registered as ``name`` (a clear error listing the names otherwise)."""
+    return _REGISTRY.get(name)
