@@ -35,3 +35,24 @@ def mini_pipeline():
     from igmu_hf.mini import PIPELINE_PATH
 
     return load_pipeline(PIPELINE_PATH)
+
+
+@pytest.fixture
+def run_on_two_cpu_processes():
+    """Run ``python -m torch.distributed.run --nproc_per_node 2 ARGS`` with ``ACCELERATE_USE_CPU=1``; fail with the
+    processes' stderr if it fails.
+
+    accelerate 1.15's ``accelerate launch --cpu --num_processes 2`` starts a single process (multi-CPU needs an
+    mpirun hostfile), and without a GPU accelerate counts torchrun's processes only when told to use the CPU.
+    """
+    import subprocess
+    import sys
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", "29532", *args], capture_output=True, text=True,
+                              env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    return run

@@ -1,12 +1,7 @@
-"""`igmu attack` on 2 CPU processes (torchrun, ACCELERATE_USE_CPU=1) splits the prompts and writes the
-single-process outcomes (same seeds).
-
-accelerate 1.15's `accelerate launch --cpu --num_processes 2` starts one process (multi-CPU needs an mpirun
-hostfile), so the two processes are started with torchrun, as `accelerate launch --multi_gpu` would on GPUs.
-"""
+"""`igmu attack` on 2 CPU processes (the `run_on_two_cpu_processes` fixture) splits the prompts and writes the
+single-process outcomes (same seeds)."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -18,7 +13,7 @@ def _outcomes(folder):
     return rows
 
 
-def test_two_processes_give_the_single_process_outcomes(tmp_path):
+def test_two_processes_give_the_single_process_outcomes(tmp_path, run_on_two_cpu_processes):
     from igmu_hf.cli import run_unlearn
 
     folder, _ = run_unlearn("uce", ["circle"], str(tmp_path / "uce"))
@@ -28,10 +23,7 @@ def test_two_processes_give_the_single_process_outcomes(tmp_path):
             "--attack_kwargs", json.dumps({"num_steps": 6})]
     subprocess.run([sys.executable, "-m", "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "one")], check=True,
                    capture_output=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29531", "-m", "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "two")],
-                         capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
-    assert two.returncode == 0, two.stderr[-3000:]
+    run_on_two_cpu_processes(["-m", "igmu_hf.cli", *args, "--output_dir", str(tmp_path / "two")])
     one_rows, two_rows = _outcomes(tmp_path / "one"), _outcomes(tmp_path / "two")
     assert len(one_rows) == 4 and one_rows == two_rows
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())

@@ -161,10 +161,11 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     out = Path(output_dir)
     if attack:
         from .attacks import get_attack
+        from .judges import judge_for_task
 
         attack_cls = get_attack(attack)
         config = _attack_config(attack_cls, None, _is_mini(original), attack_kwargs, seed)
-        judge = make_judge(concept)
+        judge = judge_for_task(concept)
         for name, pipe in pipes.items():
             result = attack_cls(config).run(pipe, judge, concept, prompts=report["prompts"]["target_prompts"],
                                             original=pipes["original"], output_dir=str(out / "attacks" / name),
@@ -193,9 +194,9 @@ def _attack_config(attack_cls, preset: str | None, mini: bool, attack_kwargs: di
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    from .atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _summary_lines(report: dict) -> list[str]:
@@ -225,28 +226,13 @@ def _run_info(folder: str) -> dict:
     return json.loads(run_file.read_text()) if run_file.exists() else {}
 
 
-def make_judge(task: str, judge: str | None = None, threshold: float | None = None):
-    """The judge of a task: the mini classifier for mini concepts, NudeNet for nudity (or the one named)."""
-    from .judges import MiniConceptJudge, NudeNetJudge
-    from .mini.domain import concept_of_word
-
-    if judge is None:
-        judge = "mini" if concept_of_word(task) is not None else "nudenet" if task.lower() in (
-            "nudity", "nude", "naked") else None
-    if judge == "mini":
-        return MiniConceptJudge.from_pretrained(task, threshold=threshold)
-    if judge == "nudenet":
-        return NudeNetJudge() if threshold is None else NudeNetJudge(threshold=threshold)
-    raise ValueError(f"No judge for task {task!r}: pass --judge mini (mini-world concepts) or --judge nudenet "
-                     f"(nudity), or call the library with your own ConceptJudge.")
-
-
 def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = None, original: str | None = None,
                prompts: list[str] | None = None, judge: str | None = None, threshold: float | None = None,
                preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True):
     """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result."""
     from .attacks import get_attack
     from .hub import default_pretrained_model_name_or_path, load_pipeline
+    from .judges import judge_for_task
 
     attack_cls = get_attack(method)
     run = _run_info(unlearned)
@@ -257,7 +243,7 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
         task = concepts[0]
     original = original or run.get("base_model")
     config = _attack_config(attack_cls, preset, _is_mini(original), attack_kwargs, seed)
-    the_judge = make_judge(task, judge, threshold)
+    the_judge = judge_for_task(task, judge, threshold)
     unlearned_pipe = load_pipeline(unlearned)
     original_pipe = None
     if attack_cls.needs_original:

@@ -4,17 +4,17 @@ and ``from_dict`` that names unknown fields instead of failing inside ``__init__
 import hashlib
 import json
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ConfigBase:
-    """Mixin for ``@dataclass`` configs. ``_identity()`` adds the keys that say what the config belongs to."""
+    """Mixin for ``@dataclass`` configs. ``identity_keys`` name the class attributes that say what the config
+    belongs to (``method``/``attack``, ``defaults_version``); they lead ``to_dict()`` and ``from_dict`` accepts them."""
 
-    def _identity(self) -> dict[str, Any]:
-        return {}
+    identity_keys: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self._identity(), **asdict(self)}
+        return {**{k: getattr(self, k) for k in self.identity_keys}, **asdict(self)}
 
     def config_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of the sorted JSON of ``to_dict()``."""
@@ -23,15 +23,10 @@ class ConfigBase:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         names = {f.name for f in fields(cls)}
-        identity = set(cls._identity_keys())
-        unknown = set(data) - names - identity
+        unknown = set(data) - names - set(cls.identity_keys)
         if unknown:
             raise TypeError(f"{cls.__name__} got unknown field(s) {sorted(unknown)}; fields: {sorted(names)}.")
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def _identity_keys(cls) -> tuple[str, ...]:
-        return ()
 
 
 class Registry:

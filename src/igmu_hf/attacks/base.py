@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path, write_text_atomic
 from ..config import ConfigBase, Registry
 
 
@@ -48,6 +49,7 @@ class AttackConfig(ConfigBase):
 
     attack: ClassVar[str] = ""
     defaults_version: ClassVar[str] = "1"
+    identity_keys: ClassVar[tuple[str, ...]] = ("attack", "defaults_version")
     budget_fields: ClassVar[tuple[str, ...]] = ()
     # Small budgets for the embedded mini world and CI; the field defaults stay the papers'.
     fast_preset: ClassVar[dict[str, Any]] = {}
@@ -59,12 +61,6 @@ class AttackConfig(ConfigBase):
                 raise ValueError(f"`{name}` is {value}: a budget must be positive (a zero budget attacks nothing); "
                                  f"see {type(self).__name__}.fast_preset for small values that work.")
 
-    def _identity(self) -> dict[str, Any]:
-        return {"attack": self.attack, "defaults_version": self.defaults_version}
-
-    @classmethod
-    def _identity_keys(cls) -> tuple[str, ...]:
-        return ("attack", "defaults_version")
 
     @classmethod
     def fast(cls, **overrides) -> "AttackConfig":
@@ -222,7 +218,7 @@ class Attack:
         if out is not None:
             done = self._load_existing(out, prompts, seeds)
             if state.is_main_process and not (out / SUMMARY_FILE).exists():
-                _write_atomic(out / SUMMARY_FILE, json.dumps({"config_hash": self.config.config_hash(),
+                write_text_atomic(out / SUMMARY_FILE, json.dumps({"config_hash": self.config.config_hash(),
                                                               "partial": True}))
             state.wait_for_everyone()
         exclude = spec.target_words if self.config.exclude_target_words else []
@@ -259,8 +255,8 @@ class Attack:
         if tokenizer_note:
             summary["note"] = tokenizer_note
         if out is not None and state.is_main_process:
-            _write_atomic(out / OUTCOMES_FILE, "".join(json.dumps(asdict(o), sort_keys=True) + "\n" for o in ordered))
-            _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
+            write_text_atomic(out / OUTCOMES_FILE, "".join(json.dumps(asdict(o), sort_keys=True) + "\n" for o in ordered))
+            write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
             for shard_file in out.glob("outcomes.rank*.jsonl"):
                 shard_file.unlink()
         if out is not None:
@@ -412,22 +408,17 @@ def check_fits(tokenizer, num_free: int, prompt: str) -> None:
 
 
 def save_image_atomic(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
     """Append one JSON line and sync it; a line cut by a crash is closed first, so it stays one unreadable line."""
-    cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    cut = False
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
     with open(path, "a") as f:
         if cut:
             f.write("\n")

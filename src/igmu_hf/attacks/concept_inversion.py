@@ -11,7 +11,6 @@ The embedding is learned once per run and saved as ``concept_inversion.safetenso
 textual-inversion format ``pipe.load_textual_inversion`` reads). METHODS.md, "Attacks".
 """
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import trange
 
+from ..atomic import atomic_path
 from ..diffusion import add_noise
 from ..text import compose_token_embeddings, encode_free_tokens
 from .base import Attack, AttackConfig, AttackContext, frozen, generate_one, register_attack
@@ -101,10 +101,8 @@ class ConceptInversion(Attack):
                 opt.step()
         embedding = embedding.detach()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            save_file({cfg.placeholder_token: embedding.contiguous()}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file({cfg.placeholder_token: embedding.contiguous()}, str(tmp))
         return embedding
 
     def _attack_prompt(self, ctx: AttackContext, prompt_id: int, prompt: str, seed: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diffusion import add_noise
+from ..judges import is_nudity
 from ..text import compose_token_embeddings, encode_free_tokens, whole_word_token_ids
 from .base import (Attack, AttackConfig, AttackContext, check_fits, frozen, generate_one, register_attack,
                    sampling_timesteps, tokens_to_text)
@@ -59,7 +60,7 @@ class UnlearnDiffAtk(Attack):
         cfg = self.config
         pipe, judge = ctx.unlearned, ctx.judge
         tok, te, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
-        k = cfg.prefix_length or (5 if ctx.spec.target.lower() in ("nudity", "nude", "naked") else 3)
+        k = cfg.prefix_length or (5 if is_nudity(ctx.spec.target) else 3)
         check_fits(tok, k, prompt)
         cand = whole_word_token_ids(tok, ctx.exclude_words)
         table = te.get_input_embeddings().weight.detach()[cand.to(te.device)]

@@ -20,6 +20,7 @@ class MethodConfig(ConfigBase):
 
     method: ClassVar[str] = ""
     defaults_version: ClassVar[str] = "1"
+    identity_keys: ClassVar[tuple[str, ...]] = ("method", "defaults_version")
     # Overrides for the embedded mini world (applied by the CLI and examples when the base model is the mini one);
     # the field defaults stay the paper's.
     mini_preset: ClassVar[dict[str, Any]] = {}
@@ -31,12 +32,6 @@ class MethodConfig(ConfigBase):
             raise ValueError(f"`concepts` must hold at least one non-empty concept, got {self.concepts!r}; "
                              f"e.g. --concept 'circle'.")
 
-    def _identity(self) -> dict[str, Any]:
-        return {"method": self.method, "defaults_version": self.defaults_version}
-
-    @classmethod
-    def _identity_keys(cls) -> tuple[str, ...]:
-        return ("method", "defaults_version")
 
 
 @dataclass
