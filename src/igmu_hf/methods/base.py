@@ -59,6 +59,7 @@ class UnlearnResult:
             "config": self.config.to_dict(),
             "config_hash": self.config.config_hash(),
             "technique": self.technique,
+            "multi_concept": self.extra.get("multi_concept", False),
             "edited_parameters": self.edited_parameters,
             "edited_parameter_count": self.edited_parameter_count,
             "total_parameter_count": self.total_parameter_count,
@@ -75,6 +76,7 @@ class Unlearner:
 
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     technique: ClassVar[str] = ""
+    multi_concept: ClassVar[bool] = False  # erases several concepts in one run, as the method's paper shows
 
     def __init__(self, config: MethodConfig):
         if not isinstance(config, self.config_class):
@@ -88,7 +90,8 @@ class Unlearner:
         params = dict(pipeline.unet.named_parameters())
         count = sum(params[n].numel() for n in edited if n in params)
         total = sum(p.numel() for p in pipeline.unet.parameters())
-        return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique)
+        return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique,
+                             extra={"multi_concept": self.multi_concept})
 
     def _unlearn(self, pipeline) -> list[str]:
         """Edit ``pipeline`` in place; return the names of the UNet parameters that were changed."""

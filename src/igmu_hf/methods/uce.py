@@ -87,6 +87,7 @@ class UCEUnlearner(Unlearner):
 
     config_class = UCEConfig
     technique = "closed-form weight edit (cross-attention K/V)"
+    multi_concept = True
 
     def _unlearn(self, pipeline) -> list[str]:
         cfg: UCEConfig = self.config

@@ -111,13 +111,15 @@ class Scene:
     style: str = "none"
 
     def labels(self) -> dict[str, list[str] | str]:
-        """Ground-truth factors: sets of present shapes/colours/textures, the background and the style."""
+        """Ground-truth factors: sets of present shapes/colours/textures, the background, the style, and each object's
+        ``(shape, (x0, y0, x1, y1))`` box in pixels (the labels of the mini YOLO detector)."""
         return {
             "shapes": sorted({o.shape for o in self.objects}),
             "colours": sorted({o.colour for o in self.objects}),
             "textures": sorted({o.texture for o in self.objects}),
             "background": self.background,
             "style": self.style,
+            "boxes": [(o.shape, tuple(o.box)) for o in self.objects],
         }
 
 

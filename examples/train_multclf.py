@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Train MultClf heads (the EvalIGMU forgetting classifier) with ``transformers.Trainer``.
+
+The CLIP vision tower stays frozen; only the gated-MLP heads learn. Data:
+  * ``--dataset_name_or_path DIR`` an image folder (``DIR/<class>/*.png``): each class becomes a one-vs-rest task;
+  * ``--dataset_name_or_path ID_OR_DIR --tasks a b`` a ``datasets`` dataset (Hub id or ``save_to_disk`` folder) with
+    an image column and one 0/1 column per task (-1 = unknown);
+  * ``--mini_world`` the mini world's scenes with exact labels for its 19 tasks (the shipped mini heads).
+
+    python examples/train_multclf.py --mini_world --output_dir multclf-mini
+    python examples/train_multclf.py --clip_name_or_path openai/clip-vit-large-patch14 \
+        --dataset_name_or_path my_folder --output_dir multclf --push_to_hub --hub_model_id me/multclf
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import CLIPImageProcessor, Trainer, TrainingArguments, set_seed
+
+from igmu_hf.detectors.multclf import MultClfCollator, MultClfModel
+from igmu_hf.mini import CLIP_PATH
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clip_name_or_path", type=str, default=CLIP_PATH,
+                   help="CLIP model whose vision tower is the backbone (default: the mini CLIP).")
+    p.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                   help="Continue from a saved MultClf (its tasks and heads) instead of fresh heads.")
+    p.add_argument("--dataset_name_or_path", type=str, default=None, help="Image folder, saved dataset or Hub id.")
+    p.add_argument("--mini_world", action="store_true", help="Train on the mini world's scenes (19 tasks).")
+    p.add_argument("--num_images", type=int, default=20000, help="Mini-world images (with --mini_world).")
+    p.add_argument("--tasks", type=str, nargs="*", default=None, help="Label columns = task names.")
+    p.add_argument("--image_column", type=str, default="image")
+    p.add_argument("--validation_split", type=float, default=0.05)
+    p.add_argument("--output_dir", type=str, required=True)
+    p.add_argument("--num_train_epochs", type=float, default=3)
+    p.add_argument("--per_device_train_batch_size", type=int, default=256)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume_from_checkpoint", type=str, default=None)
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", type=str, default=None)
+    return p.parse_args(argv)
+
+
+def load_data(args):
+    """(dataset, tasks, collator kwargs)."""
+    if args.mini_world:
+        from igmu_hf.mini.multclf import MINI_TASKS, mini_multclf_dataset
+
+        return mini_multclf_dataset(args.num_images, seed=args.seed + 7), MINI_TASKS, {}
+    if args.dataset_name_or_path is None:
+        raise ValueError("Pass --dataset_name_or_path (image folder, saved dataset or Hub id) or --mini_world.")
+    path = Path(args.dataset_name_or_path)
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        ds = datasets.load_from_disk(str(path))
+    elif path.is_dir() and not args.tasks:
+        ds = datasets.load_dataset("imagefolder", data_dir=str(path), split="train")
+    else:
+        ds = datasets.load_dataset(args.dataset_name_or_path, split="train")
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"]
+    if args.image_column not in ds.column_names:
+        raise ValueError(f"--image_column {args.image_column!r} is not a column; columns: {ds.column_names}.")
+    if args.tasks:
+        missing = [t for t in args.tasks if t not in ds.column_names]
+        if missing:
+            raise ValueError(f"Task columns {missing} are not in the dataset; columns: {ds.column_names}.")
+        return ds, list(args.tasks), {}
+    if "label" not in ds.column_names or not isinstance(ds.features["label"], datasets.ClassLabel):
+        raise ValueError("Pass --tasks (one 0/1 column per task), or give an image folder whose class folders "
+                         "become the tasks.")
+    names = ds.features["label"].names
+    return ds, names, {"label_column": "label", "class_names": names}
+
+
+def compute_metrics(eval_pred) -> dict:
+    """Accuracy of each head's thresholded prediction, ignoring unknown (-1) labels."""
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits  # (logits, image_embeds)
+    mask = labels >= 0
+    correct = ((logits > 0) == (labels > 0.5)) & mask
+    return {"accuracy": float(correct.sum() / max(mask.sum(), 1)),
+            "worst_task_accuracy": float(np.min(correct.sum(0) / np.maximum(mask.sum(0), 1)))}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    set_seed(args.seed)
+    ds, tasks, collate_kwargs = load_data(args)
+    if args.pretrained_model_name_or_path:
+        model = MultClfModel.from_pretrained(args.pretrained_model_name_or_path)
+        if model.config.tasks != tasks:
+            raise ValueError(f"The saved MultClf's tasks {model.config.tasks} differ from the data's {tasks}.")
+        processor = CLIPImageProcessor.from_pretrained(args.pretrained_model_name_or_path)
+    else:
+        model = MultClfModel.from_clip(args.clip_name_or_path, tasks=tasks)
+        processor = CLIPImageProcessor.from_pretrained(args.clip_name_or_path)
+    split = ds.train_test_split(test_size=args.validation_split, seed=args.seed)
+    training_args = TrainingArguments(
+        output_dir=args.output_dir, num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_train_batch_size, eval_strategy="epoch", save_strategy="epoch",
+        save_total_limit=2, logging_steps=20, seed=args.seed, remove_unused_columns=False, report_to=[],
+        label_names=["labels"], dataloader_num_workers=0, push_to_hub=False, use_cpu=not torch.cuda.is_available())
+    trainer = Trainer(model=model, args=training_args, train_dataset=split["train"], eval_dataset=split["test"],
+                      data_collator=MultClfCollator(processor, tasks, args.image_column, **collate_kwargs),
+                      compute_metrics=compute_metrics)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    metrics = trainer.evaluate()
+    model.save_pretrained(args.output_dir)
+    processor.save_pretrained(args.output_dir)
+    (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
+    if args.push_to_hub:
+        from igmu_hf.hub import push_folder_to_hub
+
+        push_folder_to_hub(args.output_dir, args.hub_model_id)
+    return metrics
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
