@@ -22,3 +22,9 @@ def atomic_path(path: str | os.PathLike):
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def save_image_atomic(image, path: str | os.PathLike) -> None:
+    """Save a PIL image as PNG atomically (a crash never leaves a truncated image in a cache)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import save_image_atomic, write_text_atomic
 from ..config import ConfigBase, Registry
 
 
@@ -405,11 +405,6 @@ def check_fits(tokenizer, num_free: int, prompt: str) -> None:
     if num_free + used > tokenizer.model_max_length - 2:
         raise ValueError(f"{num_free} attack tokens plus the {used} tokens of {prompt!r} exceed the tokenizer's "
                          f"{tokenizer.model_max_length - 2} free positions; use fewer attack tokens or a shorter prompt.")
-
-
-def save_image_atomic(image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def _append_jsonl(path: Path, record: dict) -> None:

@@ -10,3 +10,5 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PIPELINE_PATH = str(WEIGHTS_DIR / "pipeline")
 CLIP_PATH = str(WEIGHTS_DIR / "clip")
 CLASSIFIER_PATH = str(WEIGHTS_DIR / "classifier")
+MULTCLF_PATH = str(WEIGHTS_DIR / "multclf")
+YOLO_PATH = str(WEIGHTS_DIR / "yolo")

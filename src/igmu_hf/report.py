@@ -1,0 +1,166 @@
+"""The EvalIGMU report: ``report.json``, ``report.md`` (tables, image grids, radar chart) and model-index blocks."""
+
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from .atomic import atomic_path, write_text_atomic
+
+
+RADAR_HOW = {
+    "forgetting": "1 - MultClf forgetting rate",
+    "preservation": "1 - CSDR/100 (1 - LPIPS(do-1) when CSDR is skipped)",
+    "quality": "CLIP score on unrelated prompts / the original's (capped at 1)",
+    "robustness": "1 - attack success rate",
+    "efficiency": "1 - edited-parameter share",
+}
+
+
+def _value(entry, key: str):
+    return entry.get(key) if isinstance(entry, dict) and "skipped" not in entry else None
+
+
+def aspect_scores(report: dict) -> dict[str, dict[str, float | None]]:
+    """Each model's five aspects on a 0..1 higher-is-better scale (``None`` where the aspect was not measured);
+    :data:`RADAR_HOW` says how each is derived. The report's raw numbers stay the reference."""
+    ref = report["models"][report["original"]]
+    ref_cs = _value(ref["quality"].get("clip_score_unrelated"), "clip_score")
+    out = {}
+    for name, m in report["models"].items():
+        rate = _value(m["forgetting"].get("multclf_forgetting_rate"), "forgetting_rate")
+        csdr = _value(m["preservation"].get("csdr"), "csdr")
+        lp = _value(m["preservation"].get("lpips_do1"), "lpips")
+        cs = _value(m["quality"].get("clip_score_unrelated"), "clip_score")
+        asr = _value(m["robustness"].get("attack_success_rate"), "asr")
+        share = _value(m["efficiency"].get("run"), "edited_parameter_share")
+        out[name] = {
+            "forgetting": None if rate is None else 1 - rate,
+            "preservation": (max(0.0, 1 - csdr / 100) if csdr is not None else None if lp is None else max(0.0, 1 - lp)),
+            "quality": None if cs is None or not ref_cs else min(1.0, cs / ref_cs),
+            "robustness": None if asr is None else 1 - asr,
+            "efficiency": None if share is None else 1 - share,
+        }
+    return out
+
+
+def radar_chart(scores: dict[str, dict[str, float | None]], path: Path) -> None:
+    """One polygon per model over the five aspects (unmeasured aspects drawn at 0 and marked 'n/a')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    aspects = list(RADAR_HOW)
+    angles = [2 * math.pi * k / len(aspects) for k in range(len(aspects))] + [0.0]
+    fig = plt.figure(figsize=(5, 5))
+    ax = fig.add_subplot(111, polar=True)
+    for name, s in scores.items():
+        values = [s[a] if s[a] is not None else 0.0 for a in aspects]
+        ax.plot(angles, values + values[:1], label=name)
+        ax.fill(angles, values + values[:1], alpha=0.1)
+    labels = [a if any(s[a] is not None for s in scores.values()) else f"{a}\n(n/a)" for a in aspects]
+    ax.set_xticks(angles[:-1], labels)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.25, -0.1), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def model_index(report: dict, name: str) -> dict:
+    """The ``model-index`` block (Hub model card metadata) of one evaluated model."""
+    m, task = report["models"][name], report["task"]
+    rows = [("multclf_forgetting_rate", "Forgetting rate (MultClf, lower is better)", "forgetting",
+             "multclf_forgetting_rate", "forgetting_rate"),
+            ("csdr", "CSDR % (lower is better)", "preservation", "csdr", "csdr"),
+            ("lpips", "LPIPS to the original's do-1 image", "preservation", "lpips_do1", "lpips"),
+            ("yolo_person_rate", "YOLO person rate %", "preservation", "yolo_person_rate", "person_rate"),
+            ("fid", "FID to the original (unrelated prompts)", "quality", "fid", "fid"),
+            ("clip_score", "CLIP score (unrelated prompts)", "quality", "clip_score_unrelated", "clip_score"),
+            ("attack_success_rate", "Attack success rate", "robustness", "attack_success_rate", "asr")]
+    metrics = []
+    for mtype, label, aspect, key, field in rows:
+        value = _value(m[aspect].get(key), field)
+        if value is not None:
+            metrics.append({"type": f"igmu/{mtype}", "name": label, "value": round(float(value), 6)})
+    return {"model-index": [{"name": name, "results": [{
+        "task": {"type": "text-to-image", "name": f"Concept unlearning: {task['target']} ({task['category']})"},
+        "dataset": {"type": "igmu/evaligmu-prompts", "name": f"EvalIGMU prompts for {task['target']}",
+                    "config": report["config_hash"]},
+        "metrics": metrics}]}]}
+
+
+def _fmt(entry, key: str, spec: str = ".3f") -> str:
+    if not isinstance(entry, dict):
+        return "–"
+    if "skipped" in entry:
+        return "skipped"
+    v = entry.get(key)
+    return "–" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def markdown(report: dict, grids: dict[str, str]) -> str:
+    """The human-readable report."""
+    task, models = report["task"], report["models"]
+    lines = [f"# EvalIGMU report: unlearning {task['target']!r}", "",
+             f"CatIGMU category **{task['category']}**. {len(report['prompts']['forget'])} forget prompts, "
+             f"{len(report['prompts']['unrelated'])} unrelated prompts, {report['generation']['images_per_prompt']} "
+             f"image(s) per prompt, seeds from {report['generation']['seed']} (paired across models).", "",
+             "| model | forgetting rate ↓ | CSDR % ↓ | LPIPS do-1 ↓ | LPIPS unrelated ↓ | YOLO person % ↑ | FID ↓ | "
+             "CLIP score ↑ | ASR ↓ | edited share ↓ | runtime s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        f, p, q, r, e = (m[a] for a in ("forgetting", "preservation", "quality", "robustness", "efficiency"))
+        lines.append(f"| {name} | {_fmt(f.get('multclf_forgetting_rate'), 'forgetting_rate', '.2f')} | "
+                     f"{_fmt(p.get('csdr'), 'csdr', '.2f')} | {_fmt(p.get('lpips_do1'), 'lpips')} | "
+                     f"{_fmt(p.get('lpips_unrelated'), 'lpips')} | {_fmt(p.get('yolo_person_rate'), 'person_rate', '.1f')} | "
+                     f"{_fmt(q.get('fid'), 'fid')} | {_fmt(q.get('clip_score_unrelated'), 'clip_score', '.2f')} | "
+                     f"{_fmt(r.get('attack_success_rate'), 'asr', '.2f')} | {_fmt(e.get('run'), 'edited_parameter_share', '.2e')} | "
+                     f"{_fmt(e.get('run'), 'runtime_seconds', '.1f')} |")
+    skipped = sorted({f"{aspect}/{k}: {v['skipped']}" for m in models.values() for aspect, d in m.items()
+                      if isinstance(d, dict) for k, v in d.items() if isinstance(v, dict) and "skipped" in v})
+    if skipped:
+        lines += ["", "Skipped (not applicable or not runnable here):", *[f"- {s}" for s in skipped]]
+    lines += ["", "## Five aspects", "", "![radar chart](radar.png)", "",
+              *[f"- {a}: {how}" for a, how in RADAR_HOW.items()], "", "## Images", ""]
+    for name, file in grids.items():
+        lines += [f"**{name}** (top: original, bottom: {name}; forget prompts then unrelated prompts, same seeds)", "",
+                  f"![{name}]({file})", ""]
+    legacy = [(name, k, v) for name, m in models.items() for k, v in m["legacy"].items() if "skipped" not in v]
+    if legacy:
+        lines += ["## Legacy detectors (for comparison only; the IGMU paper shows they misjudge forgetting)", ""]
+        for name, k, v in legacy:
+            nums = ", ".join(f"{kk} {vv:.3f}" for kk, vv in v.items() if isinstance(vv, float))
+            lines.append(f"- {name} / {k}: {nums}")
+        lines.append("")
+    lines += ["Detectors, checkpoint hashes, thresholds, seeds and library versions: `report.json`. Model-index "
+              "blocks for the model cards: `model_index/`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, images: dict[str, dict], out: Path, columns: int = 8) -> None:
+    """Write everything under ``out`` (each file atomically)."""
+    from .demo import comparison_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    report["aspect_scores"] = aspect_scores(report)
+    ref = images[report["original"]]
+    ids = sorted(i for i in ref if i.startswith("forget-"))[:columns // 2]
+    ids += sorted(i for i in ref if i.startswith("unrelated-"))[:columns - len(ids)]
+    grids = {}
+    for name in report["models"]:
+        if name == report["original"]:
+            continue
+        grid = comparison_grid([[ref[i] for i in ids], [images[name][i] for i in ids]], ["original", name])
+        grids[name] = f"grid_{name}.png"
+        with atomic_path(out / grids[name]) as tmp:
+            grid.save(tmp, format="PNG")
+    radar_chart(report["aspect_scores"], out / "radar.png")
+    for name in report["models"]:
+        write_text_atomic(out / "model_index" / f"{name}.yaml", yaml.safe_dump(model_index(report, name),
+                                                                                  sort_keys=False))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, sort_keys=True, default=str))
+    write_text_atomic(out / "report.md", markdown(report, grids))
