@@ -262,15 +262,16 @@ def test_judges_score_as_their_detectors(mini_classifier):
 
 
 def test_igmu_evaluate_reports_attack_robustness(uce_folder, tmp_path):
-    """`igmu evaluate --attack` adds each model's ASR (the robustness aspect) next to its forgetting rate."""
+    """`igmu evaluate --attack` adds each model's ASR (the robustness aspect), computed from the attack outcomes."""
     from igmu_hf.cli import run_evaluate
 
-    report = run_evaluate([uce_folder], str(tmp_path), images_per_prompt=1, progress=False,
+    report = run_evaluate([uce_folder], str(tmp_path), images_per_prompt=1, progress=False, metrics=["asr"],
                           attack="unlearndiffatk", attack_kwargs={"num_steps": 3})
-    orig, uce = report["models"]["original"]["robustness"], report["models"]["uce"]["robustness"]
+    orig = report["models"]["original"]["robustness"]["attack_success_rate"]
+    uce = report["models"]["uce"]["robustness"]["attack_success_rate"]
     assert orig["pre_attack_asr"] >= 0.8 and uce["pre_attack_asr"] <= 0.2
-    assert uce["asr"] > uce["pre_attack_asr"] and uce["num_prompts"] == len(report["prompts"]["target_prompts"])
+    assert uce["asr"] > uce["pre_attack_asr"] and uce["num_prompts"] == len(report["prompts"]["forget"])
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["models"]["uce"]["robustness"]["asr"] == uce["asr"]
+    assert saved["models"]["uce"]["robustness"]["attack_success_rate"]["asr"] == uce["asr"]
     summary = json.loads((tmp_path / "attacks" / "uce" / "summary.json").read_text())
     assert summary["asr"] == uce["asr"] and summary["judge"] == uce["judge"]

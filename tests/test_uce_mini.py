@@ -31,22 +31,24 @@ def test_uce_halves_the_forgetting_rate_and_preserves_other_shapes(mini_classifi
 def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):
     out = tmp_path / "uce-circle"
     assert main(["unlearn", "--method", "uce", "--concept", "circle", "--output_dir", str(out)]) == 0
-    assert main(["evaluate", "--unlearned", str(out), "--output_dir", str(tmp_path / "report"),
-                 "--images_per_prompt", "1"]) == 0
+    assert main(["evaluate", "--unlearned", str(out), "--output_dir", str(tmp_path / "report"), "--num_prompts", "4",
+                 "--metrics", "multclf", "efficiency"]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["target"] == "circle" and set(report["models"]) == {"original", "uce"}
-    assert 0 <= report["models"]["uce"]["forgetting_rate"] <= 1
-    assert report["detector"]["checkpoint_sha256"] and report["runs"]["uce"]["method"] == "uce"
+    assert report["task"]["target"] == "circle" and set(report["models"]) == {"original", "uce"}
+    assert 0 <= report["models"]["uce"]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"] <= 1
+    assert report["detectors"]["multclf"]["checkpoint_sha256"] and report["runs"]["uce"]["method"] == "uce"
+    assert report["models"]["uce"]["efficiency"]["run"]["technique"].startswith("closed-form")
     assert "forgetting rate" in capsys.readouterr().out
 
 
 def test_demo_writes_the_report_folder(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--output_dir", str(out), "--images_per_prompt", "1"]) == 0
-    for name in ("report.json", "report.md", "grid.png", "task.json", "model/model_index.json", "model/README.md"):
+    assert main(["demo", "--output_dir", str(out)]) == 0
+    for name in ("report.json", "report.md", "grid_uce.png", "radar.png", "task.json", "model_index/uce.yaml",
+                 "model/model_index.json", "model/README.md"):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     assert report["task"]["category"] == "Local/Concrete/Object"
     from PIL import Image
 
-    assert Image.open(out / "grid.png").size[0] > 300
+    assert Image.open(out / "grid_uce.png").size[0] > 300

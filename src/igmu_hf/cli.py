@@ -38,13 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push_to_hub", action="store_true", help="Upload the folder to the Hub after saving.")
     p.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id for --push_to_hub.")
 
-    p = sub.add_parser("evaluate", help="Forgetting rates of original vs unlearned pipelines (JSON report).")
-    p.add_argument("--unlearned", type=str, action="append", required=True, help="Unlearned pipeline folder.")
+    p = sub.add_parser("evaluate", help="EvalIGMU: the five aspects of original vs unlearned pipelines (report).")
+    p.add_argument("--unlearned", type=str, action="append", required=True, help="Unlearned pipeline (repeatable).")
     p.add_argument("--original", type=str, default=None, help="Original pipeline (default: the run's base model).")
-    p.add_argument("--concept", type=str, default=None, help="Target (default: read from the unlearned run).")
-    p.add_argument("--output_dir", type=str, required=True, help="Where report.json goes.")
-    p.add_argument("--images_per_prompt", type=int, default=4, help="Images per prompt (seeds seed..).")
+    p.add_argument("--task", "--concept", dest="task", type=str, default=None,
+                   help="CatIGMU target (default: read from the unlearned run).")
+    p.add_argument("--output_dir", type=str, required=True, help="Report folder (images are cached here: resumable).")
+    p.add_argument("--images_per_prompt", type=int, default=1, help="Images per prompt (paired seeds seed..).")
+    p.add_argument("--num_prompts", type=int, default=8, help="Prompts per set on the mini world.")
     p.add_argument("--seed", type=int, default=0, help="First generation seed.")
+    p.add_argument("--forget_prompts_file", type=str, default=None, help="Forget prompts, one per line.")
+    p.add_argument("--unrelated_prompts_file", type=str, default=None, help="Unrelated prompts, one per line.")
+    p.add_argument("--metrics", type=str, nargs="+", default=None, help="Subset of metrics (default: all).")
+    for name, what in (("multclf", "MultClf folder or Hub id"), ("clip", "CLIP for CLIP score/CSDR"),
+                       ("yolo", "YOLO weights (ultralytics name or saved folder)"),
+                       ("fid_feature_extractor", "'inception' or 'clip:<CLIP>'")):
+        p.add_argument(f"--{name}", type=str, default=None, help=f"{what} (default: the mini world's for mini tasks).")
     p.add_argument("--attack", type=str, default=None,
                    help="Also attack every model (e.g. 'unlearndiffatk') and report its ASR as the robustness aspect.")
     p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
@@ -68,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="Categorize, unlearn (UCE), evaluate and report on the mini world.")
     p.add_argument("--concept", type=str, default="circle", help="Mini-world concept to erase.")
     p.add_argument("--output_dir", type=str, default="igmu_demo", help="Report folder.")
-    p.add_argument("--images_per_prompt", type=int, default=4, help="Images per prompt.")
+    p.add_argument("--images_per_prompt", type=int, default=1, help="Images per prompt.")
     p.add_argument("--seed", type=int, default=0, help="Seed.")
     p.add_argument("--overwrite", action="store_true", help="Replace a previous demo in output_dir.")
     return parser
@@ -128,69 +137,43 @@ def cmd_unlearn(args) -> int:
     return 0
 
 
-def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, concept: str | None = None,
-                 images_per_prompt: int = 4, seed: int = 0, progress: bool = True, attack: str | None = None,
-                 attack_kwargs: dict | None = None) -> dict:
-    """Library entry of ``igmu evaluate``: writes ``report.json`` and returns the report.
+def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, task: str | None = None,
+                 images_per_prompt: int = 1, seed: int = 0, progress: bool = True, attack: str | None = None,
+                 attack_kwargs: dict | None = None, **config_kwargs) -> dict:
+    """Library entry of ``igmu evaluate``: EvalIGMU of the original and each unlearned pipeline; writes the report
+    folder (``report.json``, ``report.md``, grids, radar chart, ``model_index/``) and returns the report.
 
-    With ``attack``, every model (the original too) is also attacked on the target prompts and the report gets a
-    ``robustness`` entry per model (ASR, pre-attack ASR, judge); the outcomes go to ``output_dir/attacks/<model>``.
+    ``config_kwargs`` are further :class:`~igmu_hf.evaluator.EvalIGMUConfig` fields (``num_prompts``, ``metrics``,
+    ``forget_prompts``, ``multclf`` ...). With ``attack``, every model (the original too) is attacked on the forget
+    prompts and its ASR is the robustness aspect; outcomes go to ``output_dir/attacks/<model>``.
     """
-    from .evaluation import evaluate_forgetting
-    from .hub import load_pipeline
-    from .mini import CLASSIFIER_PATH
-    from .mini.classifier import MiniClassifier
+    from .evaluator import EvalIGMU, EvalIGMUConfig
+    from .hub import default_pretrained_model_name_or_path, load_pipeline
 
     runs = [_run_info(folder) for folder in unlearned]
-    if concept is None:
+    if task is None:
         concepts = {c for r in runs for c in r.get("concepts", [])}
         if len(concepts) != 1:
-            raise ValueError(f"Pass --concept: the unlearned runs name {sorted(concepts) or 'no'} concept(s).")
-        concept = concepts.pop()
+            raise ValueError(f"Pass --task: the unlearned runs name {sorted(concepts) or 'no'} concept(s).")
+        task = concepts.pop()
     if original is None:
         bases = {r.get("base_model") for r in runs if r.get("base_model")}
-        original = bases.pop() if len(bases) == 1 else None
-    pipes = {"original": load_pipeline(original)}
+        original = bases.pop() if len(bases) == 1 else default_pretrained_model_name_or_path()
+    config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
+                            attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
+    evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
+    pipes, run_infos = {"original": load_pipeline(original)}, {}
     for folder, run in zip(unlearned, runs):
         name = run.get("method", Path(folder).name)
-        pipes[name if name not in pipes else Path(folder).name] = load_pipeline(folder)
-    classifier = MiniClassifier.from_pretrained(CLASSIFIER_PATH)
-    report = evaluate_forgetting(pipes, concept, classifier, images_per_prompt=images_per_prompt, seed=seed,
-                                 progress=progress)
-    report["runs"] = {name: run for name, run in zip(list(pipes)[1:], runs)}
-    out = Path(output_dir)
-    if attack:
-        from .attacks import get_attack
-        from .judges import judge_for_task
-
-        attack_cls = get_attack(attack)
-        config = _attack_config(attack_cls, None, _is_mini(original), attack_kwargs, seed)
-        judge = judge_for_task(concept)
-        for name, pipe in pipes.items():
-            result = attack_cls(config).run(pipe, judge, concept, prompts=report["prompts"]["target_prompts"],
-                                            original=pipes["original"], output_dir=str(out / "attacks" / name),
-                                            progress=progress)
-            report["models"][name]["robustness"] = {
-                "attack": attack, "asr": result.asr, "pre_attack_asr": result.pre_attack_asr,
-                "num_prompts": result.summary["num_prompts"], "judge": result.judge,
-                "config_hash": result.summary["config_hash"], "outcomes": str(out / "attacks" / name)}
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "report.json", report)
-    return report
+        name = name if name not in pipes else Path(folder).name
+        pipes[name], run_infos[name] = load_pipeline(folder), run
+    return evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
 
 
 def _is_mini(original: str | None) -> bool:
     from .hub import default_pretrained_model_name_or_path
 
     return original is None or Path(original).resolve() == Path(default_pretrained_model_name_or_path()).resolve()
-
-
-def _attack_config(attack_cls, preset: str | None, mini: bool, attack_kwargs: dict | None, seed: int):
-    """The attack's config: the fast preset on the mini world (or when asked), the papers' budgets otherwise."""
-    preset = preset or ("fast" if mini else "paper")
-    fields = {**(attack_cls.config_class.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
-              "seed": seed}
-    return attack_cls.config_class.from_dict(fields)
 
 
 def _write_json(path: Path, data) -> None:
@@ -200,23 +183,42 @@ def _write_json(path: Path, data) -> None:
 
 
 def _summary_lines(report: dict) -> list[str]:
-    lines = [f"target {report['target']!r} ({report['factor']}): forgetting rate = share of images still showing it"]
-    for name, m in report["models"].items():
-        own = ", ".join(f"{k} {v['own_rate']:.2f}" for k, v in m["unrelated"].items())
-        line = f"  {name:>10}: target {m['forgetting_rate']:.2f} | unrelated (own concept kept): {own}"
-        if "robustness" in m:
-            r = m["robustness"]
-            line += f" | {r['attack']} ASR {r['asr']:.2f} (no attack {r['pre_attack_asr']:.2f})"
-        lines.append(line)
+    from .report import aspect_scores
+
+    lines = [f"EvalIGMU of {report['task']['target']!r} ({report['task']['category']}); aspects 0..1, higher is better:"]
+    for name, scores in aspect_scores(report).items():
+        cells = " | ".join(f"{a} {'n/a' if v is None else f'{v:.2f}'}" for a, v in scores.items())
+        lines.append(f"  {name:>10}: {cells}")
+        rate = report["models"][name]["forgetting"].get("multclf_forgetting_rate", {})
+        if "forgetting_rate" in rate:
+            lines[-1] += f" (forgetting rate {rate['forgetting_rate']:.2f})"
     return lines
 
 
 def cmd_evaluate(args) -> int:
-    report = run_evaluate(args.unlearned, args.output_dir, args.original, args.concept, args.images_per_prompt,
-                          args.seed, attack=args.attack, attack_kwargs=json.loads(args.attack_kwargs))
+    kwargs = {}
+    for key in ("forget_prompts", "unrelated_prompts"):
+        path = getattr(args, f"{key}_file")
+        if path:
+            kwargs[key] = _read_prompts(path)
+    for key in ("multclf", "clip", "yolo", "fid_feature_extractor"):
+        if getattr(args, key):
+            kwargs[key] = getattr(args, key)
+    if args.metrics:
+        kwargs["metrics"] = args.metrics
+    report = run_evaluate(args.unlearned, args.output_dir, args.original, args.task, args.images_per_prompt,
+                          args.seed, attack=args.attack, attack_kwargs=json.loads(args.attack_kwargs),
+                          num_prompts=args.num_prompts, **kwargs)
     print("\n".join(_summary_lines(report)))
-    print(f"Report: {Path(args.output_dir) / 'report.json'}")
+    print(f"Report: {Path(args.output_dir) / 'report.md'} (numbers: report.json)")
     return 0
+
+
+def _read_prompts(path: str) -> list[str]:
+    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompt (one prompt per line).")
+    return prompts
 
 
 def _run_info(folder: str) -> dict:
@@ -230,7 +232,7 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
                prompts: list[str] | None = None, judge: str | None = None, threshold: float | None = None,
                preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True):
     """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result."""
-    from .attacks import get_attack
+    from .attacks import get_attack, preset_config
     from .hub import default_pretrained_model_name_or_path, load_pipeline
     from .judges import judge_for_task
 
@@ -242,7 +244,7 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
             raise ValueError(f"Pass --task: the unlearned run names {concepts or 'no'} concept(s).")
         task = concepts[0]
     original = original or run.get("base_model")
-    config = _attack_config(attack_cls, preset, _is_mini(original), attack_kwargs, seed)
+    config = preset_config(attack_cls, preset, _is_mini(original), attack_kwargs, seed)
     the_judge = judge_for_task(task, judge, threshold)
     unlearned_pipe = load_pipeline(unlearned)
     original_pipe = None
@@ -253,11 +255,7 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
 
 
 def cmd_attack(args) -> int:
-    prompts = None
-    if args.prompts_file:
-        prompts = [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"--prompts_file {args.prompts_file} holds no prompt.")
+    prompts = _read_prompts(args.prompts_file) if args.prompts_file else None
     result = run_attack(args.method, args.unlearned, args.output_dir, args.task, args.original, prompts, args.judge,
                         args.threshold, args.preset, json.loads(args.attack_kwargs), args.seed)
     s = result.summary

@@ -40,13 +40,6 @@ REAL_DEFAULTS = {"multclf": "igmu/multclf", "clip": "openai/clip-vit-large-patch
 HUMAN_WORDS = ("person", "people", "man", "woman", "men", "women", "human", "girl", "boy")
 
 
-def mini_defaults() -> dict[str, str]:
-    """Detectors of the embedded mini world (all shipped in the package)."""
-    from .mini import CLIP_PATH, MULTCLF_PATH, YOLO_PATH
-
-    return {"multclf": MULTCLF_PATH, "clip": CLIP_PATH, "yolo": YOLO_PATH, "fid_feature_extractor": f"clip:{CLIP_PATH}"}
-
-
 @dataclass
 class EvalIGMUConfig(ConfigBase):
     """What to evaluate and with which detectors (``None`` = the mini world's for mini tasks, real ids otherwise)."""
@@ -111,7 +104,9 @@ class EvalIGMU:
             raise ValueError(f"Unknown task {config.task!r}: {err} Pass a CatIGMU target (see `igmu categorize`).") \
                 from err
         self.mini = self.spec.source == "mini"
-        defaults = mini_defaults() if self.mini else REAL_DEFAULTS
+        from .metrics.loaders import mini_detectors
+
+        defaults = mini_detectors() if self.mini else REAL_DEFAULTS
         self.detectors = {k: getattr(config, k) or v for k, v in defaults.items()}
         self.generation_kwargs = dict(config.generation_kwargs)
         if self.mini:
@@ -156,12 +151,16 @@ class EvalIGMU:
         return out
 
     # ------------------------------------------------------------------ generation (cached, sharded)
-    def generate(self, name: str, pipe, folder: Path, is_original: bool, state, progress: bool = True) -> dict:
-        """Generate the missing images of ``name`` into ``folder``; return ``{id: PIL image}`` (all of them)."""
+    def generate(self, name: str, pipe, folder: Path, is_original: bool, state, progress: bool = True,
+                 fingerprint: str | None = None) -> dict:
+        """Generate the missing images of ``name`` into ``folder``; return ``{id: PIL image}`` (all of them).
+
+        ``fingerprint`` (the run's config hash) guards the cache: images of another model are never reused."""
         from .evaluation import generate_images
 
         jobs = self.jobs(name, is_original)
-        manifest = {"model": name, "generation_kwargs": self.generation_kwargs, "jobs": [vars(j) for j in jobs],
+        manifest = {"model": name, "fingerprint": fingerprint, "generation_kwargs": self.generation_kwargs,
+                    "jobs": [vars(j) for j in jobs],
                     "batch_size": self.config.batch_size}
         manifest_file = folder / "generation.json"
         if state.is_main_process:
@@ -169,9 +168,11 @@ class EvalIGMU:
                 old = json.loads(manifest_file.read_text())
                 old_jobs = {j["id"]: j for j in old["jobs"]}
                 clash = [j.id for j in jobs if j.id in old_jobs and old_jobs[j.id] != vars(j)]
-                if clash or old.get("generation_kwargs") != self.generation_kwargs:
+                if clash or old.get("generation_kwargs") != self.generation_kwargs or \
+                        old.get("fingerprint") != fingerprint:
                     raise ValueError(f"{str(folder)!r} caches images of other prompts, seeds or generation settings "
-                                     f"(e.g. {clash[:3] or 'generation_kwargs'}); use another output_dir or delete it.")
+                                     f"(e.g. {clash[:3] or 'generation settings or model'}); use another output_dir or delete "
+                                     f"its images/ folder.")
             write_text_atomic(manifest_file, json.dumps(manifest, indent=2))
         state.wait_for_everyone()
         chunks = [jobs[k:k + self.config.batch_size] for k in range(0, len(jobs), self.config.batch_size)]
@@ -205,36 +206,24 @@ class EvalIGMU:
         return value
 
     def _load(self, key: str) -> Any:
-        from .judges import state_dict_sha256
+        from .metrics.loaders import load_detector
 
         if key == "multclf":
-            from .detectors.multclf import load_multclf
-
-            model, processor = load_multclf(self.detectors["multclf"])
-            model.task_index(self._multclf_task(model))
-            info = {"id": self.detectors["multclf"], "checkpoint_sha256": state_dict_sha256(model),
-                    "threshold": model.config.threshold, "task_head": self._multclf_task(model)}
-            return model, processor, info
+            model, processor, info = load_detector("multclf", self.detectors["multclf"])
+            return model, processor, {**info, "task_head": self._multclf_task(model)}
         if key == "clip":
-            from .metrics.clip_score import load_clip
-
-            model, processor = load_clip(self.detectors["clip"])
-            return model, processor, {"id": self.detectors["clip"], "checkpoint_sha256": state_dict_sha256(model)}
+            return load_detector("clip", self.detectors["clip"])
         if key == "yolo":
-            from .detectors.yolo import load_yolo
-
-            model = load_yolo(self.detectors["yolo"])
-            return model, {"id": self.detectors["yolo"], "checkpoint_sha256": state_dict_sha256(model.model),
-                           "conf": self.config.yolo_conf, "iou": self.config.yolo_iou}
+            model, _, info = load_detector("yolo", self.detectors["yolo"])
+            return model, {**info, "conf": self.config.yolo_conf, "iou": self.config.yolo_iou}
         if key == "lpips":
+            from .judges import state_dict_sha256
             from .metrics.perceptual import load_lpips
 
             model, info = load_lpips(self.config.lpips_net, self.config.lpips_pretrained_backbone)
             return model, {**info, "checkpoint_sha256": state_dict_sha256(model)}
         if key == "fid":
-            from .metrics.fid import FeatureExtractor
-
-            return FeatureExtractor(self.detectors["fid_feature_extractor"])
+            return load_detector("fid_feature_extractor", self.detectors["fid_feature_extractor"])[0]
         raise KeyError(key)
 
     def _multclf_task(self, model) -> str:
@@ -273,7 +262,8 @@ class EvalIGMU:
         start = time.perf_counter()
         images = {}
         for name, pipe in pipelines.items():
-            images[name] = self.generate(name, pipe, out / "images" / name, name == original, state, progress)
+            images[name] = self.generate(name, pipe, out / "images" / name, name == original, state, progress,
+                                         fingerprint=(runs.get(name) or {}).get("config_hash"))
         generation_seconds = time.perf_counter() - start
         models = {name: self.score(name, images, original, runs.get(name), pipelines, out, state, progress)
                   for name in pipelines}
@@ -472,14 +462,12 @@ class EvalIGMU:
         return result
 
     def _attack(self, name: str, pipelines: dict, original: str, out: Path, progress: bool) -> dict:
-        from .attacks import get_attack
+        from .attacks import get_attack, preset_config
         from .judges import judge_for_task
         from .metrics.robustness import asr_from_outcomes
 
         attack_cls = get_attack(self.config.attack)
-        fields = {**(attack_cls.config_class.fast_preset if self.mini else {}), **self.config.attack_kwargs,
-                  "seed": self.config.seed}
-        config = attack_cls.config_class.from_dict(fields)
+        config = preset_config(attack_cls, None, self.mini, self.config.attack_kwargs, self.config.seed)
         folder = out / "attacks" / name
         result = attack_cls(config).run(pipelines[name], judge_for_task(self.spec.target), self.spec.target,
                                         prompts=self.forget_prompts, original=pipelines[original],

@@ -6,7 +6,7 @@
 """
 
 from .base import (Attack, AttackConfig, AttackOutcome, AttackResult, attack_success_rate, get_attack, list_attacks,
-                   register_attack)
+                   preset_config, register_attack)
 from .concept_inversion import ConceptInversion, ConceptInversionConfig
 from .p4d import P4D, P4DConfig
 from .ringabell import RingABell, RingABellConfig
@@ -14,5 +14,5 @@ from .unlearndiffatk import UnlearnDiffAtk, UnlearnDiffAtkConfig
 
 
 __all__ = ["Attack", "AttackConfig", "AttackOutcome", "AttackResult", "attack_success_rate", "get_attack",
-           "list_attacks", "register_attack", "UnlearnDiffAtk", "UnlearnDiffAtkConfig",
+           "list_attacks", "preset_config", "register_attack", "UnlearnDiffAtk", "UnlearnDiffAtkConfig",
            "ConceptInversion", "ConceptInversionConfig", "RingABell", "RingABellConfig", "P4D", "P4DConfig"]

@@ -92,6 +92,17 @@ class AttackOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def preset_config(attack_cls, preset: str | None, mini: bool, attack_kwargs: dict | None, seed: int):
+    """The attack's config: the fast preset on the mini world (or when asked), the papers' budgets otherwise, then
+    the user's fields."""
+    preset = preset or ("fast" if mini else "paper")
+    if preset not in ("fast", "paper"):
+        raise ValueError(f"`preset` must be 'fast' or 'paper', got {preset!r}.")
+    fields = {**(attack_cls.config_class.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
+              "seed": seed}
+    return attack_cls.config_class.from_dict(fields)
+
+
 def attack_success_rate(outcomes: list[AttackOutcome]) -> dict[str, Any]:
     """ASR = (pre-attack successes + attack successes) / N, and the pre-attack part on its own."""
     if not outcomes:

@@ -1,0 +1,43 @@
+"""EvalIGMU image quality: FID between the unlearned and the original model's image sets."""
+
+import datasets
+import evaluate
+
+from igmu_hf.metrics.fid import fid
+from igmu_hf.metrics.loaders import load_detector
+
+
+_DESCRIPTION = """FID (Heusel et al. 2017): the Fréchet distance of Gaussians fitted to the features of two image sets, here
+the unlearned and the original model's images for the same prompts (relative quality, IGMU seed 000 §5.3). Lower is
+better. The config name is the feature extractor: "inception" (torchvision Inception-v3, needs its weights) or
+"clip:<CLIP id or folder>"; "mini" = the mini world's CLIP. FIDs from different extractors are not comparable."""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of PIL images): unlearned model's images (at least 2).
+    references (list of PIL images): original model's images (at least 2).
+Returns:
+    fid (float): lower is better.
+Examples:
+    >>> metric = evaluate.load("metrics/fid", config_name="inception")
+    >>> metric.compute(predictions=unl, references=orig)["fid"]  # doctest: +SKIP
+"""
+
+_CITATION = """@inproceedings{heusel2017gans, title={GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
+Equilibrium}, author={Heusel, Martin and Ramsauer, Hubert and Unterthiner, Thomas and Nessler, Bernhard and
+Hochreiter, Sepp}, booktitle={NeurIPS}, year={2017}}"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Fid(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
+                                   features=datasets.Features({"predictions": datasets.Image(),
+                                                               "references": datasets.Image()}))
+
+    def _download_and_prepare(self, dl_manager):
+        self.extractor, _, self.detector_info = load_detector("fid_feature_extractor", None if self.config_name in
+                                                             ("default", "mini") else self.config_name)
+
+    def _compute(self, predictions, references):
+        return {"fid": fid(predictions, references, self.extractor)["fid"]}

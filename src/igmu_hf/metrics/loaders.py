@@ -1,0 +1,49 @@
+"""Load the detectors the metrics use, by name, once per process; ``"mini"`` names the mini world's shipped one.
+
+Used by the evaluator and by the ``evaluate`` modules (``evaluate.load("metrics/csdr", config_name="openai/clip-...")``).
+"""
+
+from functools import lru_cache
+from typing import Any
+
+
+def mini_detectors() -> dict[str, str]:
+    """The mini world's detectors (all shipped in the package)."""
+    from ..mini import CLIP_PATH, MULTCLF_PATH, YOLO_PATH
+
+    return {"multclf": MULTCLF_PATH, "clip": CLIP_PATH, "yolo": YOLO_PATH, "fid_feature_extractor": f"clip:{CLIP_PATH}"}
+
+
+def resolve(kind: str, name: str | None) -> str:
+    """``None``/``"mini"``/``"default"`` -> the mini world's detector of ``kind``; anything else unchanged."""
+    return mini_detectors()[kind] if name in (None, "", "mini", "default") else name
+
+
+@lru_cache(maxsize=8)
+def load_detector(kind: str, name: str | None = None) -> tuple[Any, ...]:
+    """``(model, processor_or_None, info)`` for ``kind`` in multclf, clip, yolo, fid_feature_extractor."""
+    from ..judges import state_dict_sha256
+
+    name = resolve(kind, name)
+    if kind == "multclf":
+        from ..detectors.multclf import load_multclf
+
+        model, processor = load_multclf(name)
+        return model, processor, {"id": name, "checkpoint_sha256": state_dict_sha256(model),
+                                  "threshold": model.config.threshold}
+    if kind == "clip":
+        from .clip_score import load_clip
+
+        model, processor = load_clip(name)
+        return model, processor, {"id": name, "checkpoint_sha256": state_dict_sha256(model)}
+    if kind == "yolo":
+        from ..detectors.yolo import load_yolo
+
+        model = load_yolo(name)
+        return model, None, {"id": name, "checkpoint_sha256": state_dict_sha256(model.model)}
+    if kind == "fid_feature_extractor":
+        from .fid import FeatureExtractor
+
+        extractor = FeatureExtractor(name)
+        return extractor, None, extractor.info
+    raise ValueError(f"Unknown detector kind {kind!r}; kinds: multclf, clip, yolo, fid_feature_extractor.")

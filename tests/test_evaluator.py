@@ -1,0 +1,148 @@
+"""EvalIGMU end to end on the mini world: ranking, report files, resume, two processes, bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from igmu_hf.evaluator import EvalIGMU, EvalIGMUConfig
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"num_prompts": 4, "images_per_prompt": 1, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def uce_circle(tmp_path_factory):
+    from igmu_hf.cli import run_unlearn
+
+    folder, _ = run_unlearn("uce", ["circle"], str(tmp_path_factory.mktemp("uce") / "uce-circle"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def circle_report(uce_circle, tmp_path_factory):
+    from igmu_hf.cli import run_evaluate
+
+    out = tmp_path_factory.mktemp("eval") / "circle"
+    return run_evaluate([uce_circle], str(out), progress=False, **FAST), out
+
+
+def test_evaluator_ranks_the_original_worst_on_its_own_target(circle_report):
+    report, out = circle_report
+    orig, uce = report["models"]["original"], report["models"]["uce"]
+    rate = {n: m["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"] for n, m in report["models"].items()}
+    assert rate["original"] >= 0.75 and rate["uce"] < rate["original"] - 0.5, rate
+    for entry in (uce["preservation"]["lpips_unrelated"]["lpips"], uce["quality"]["fid"]["fid"],
+                  uce["quality"]["clip_score_unrelated"]["clip_score"], uce["preservation"]["csdr"]["csdr"],
+                  orig["quality"]["clip_score_unrelated"]["clip_score"]):
+        assert math.isfinite(entry)
+    assert uce["efficiency"]["run"]["multi_concept"] is True and uce["efficiency"]["run"]["edited_parameter_share"] > 0
+    # not applicable here: skipped with a reason, never a zero
+    assert "human-bound" in uce["preservation"]["yolo_person_rate"]["skipped"]
+    assert "no attack requested" in uce["robustness"]["attack_success_rate"]["skipped"]
+    assert "nudity" in uce["legacy"]["nudenet_concept_ratio"]["skipped"]
+    assert report["detectors"]["multclf"]["checkpoint_sha256"] and report["detectors"]["clip"]["checkpoint_sha256"]
+    assert report["library_versions"]["torch"] and report["generation"]["seed"] == 0
+
+
+def test_report_folder_holds_json_markdown_grid_radar_and_model_index(circle_report):
+    import yaml
+
+    report, out = circle_report
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["models"]["uce"]["forgetting"] == report["models"]["uce"]["forgetting"]
+    md = (out / "report.md").read_text()
+    assert "| uce |" in md and "radar.png" in md and "grid_uce.png" in md and "human-bound" in md
+    from PIL import Image
+
+    assert Image.open(out / "radar.png").size[0] > 200 and Image.open(out / "grid_uce.png").size[0] > 300
+    block = yaml.safe_load((out / "model_index" / "uce.yaml").read_text())["model-index"][0]
+    metrics = {m["type"]: m["value"] for m in block["results"][0]["metrics"]}
+    assert metrics["igmu/multclf_forgetting_rate"] == pytest.approx(
+        report["models"]["uce"]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"], abs=1e-6)
+    assert "igmu/yolo_person_rate" not in metrics  # skipped metrics are left out, not written as 0
+    scores = saved["aspect_scores"]
+    assert scores["uce"]["forgetting"] > scores["original"]["forgetting"] and scores["original"]["efficiency"] is None
+
+
+def test_images_are_paired_by_seed_and_cached_for_resume(circle_report, uce_circle):
+    report, out = circle_report
+    manifest = json.loads((out / "images" / "uce" / "generation.json").read_text())
+    ref = {j["id"]: j for j in json.loads((out / "images" / "original" / "generation.json").read_text())["jobs"]}
+    for job in manifest["jobs"]:
+        assert ref[job["id"]]["seed"] == job["seed"] and ref[job["id"]]["prompt"] == job["prompt"]
+        if job["id"].startswith("forget-"):
+            assert ref["do1-" + job["id"][len("forget-"):]]["seed"] == job["seed"]
+    before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    victim = sorted(before)[3]
+    victim.unlink()  # a crash lost one image: the rerun regenerates only its chunk's missing file
+    from igmu_hf.cli import run_evaluate
+
+    again = run_evaluate([uce_circle], str(out), progress=False, metrics=["multclf"], **FAST)
+    after = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    assert set(after) == set(before)
+    assert all(after[p] == before[p] for p in before if p != victim)
+    assert again["models"]["uce"]["forgetting"] == report["models"]["uce"]["forgetting"]
+    with pytest.raises(ValueError, match="caches images of other prompts, seeds or generation settings"):
+        run_evaluate([uce_circle], str(out), progress=False, metrics=["multclf"], **{**FAST, "seed": 5})
+
+
+def test_two_processes_give_the_same_report(circle_report, uce_circle, tmp_path, run_on_two_cpu_processes):
+    report, _ = circle_report
+    out = tmp_path / "two"
+    run_on_two_cpu_processes([str(ROOT / "examples" / "evaluate_igmu.py"), "--unlearned", uce_circle,
+                              "--output_dir", str(out), "--num_prompts", "4"])
+    two = json.loads((out / "report.json").read_text())
+    assert two["generation"]["num_processes"] == 2
+
+    def numbers(obj, prefix=""):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k not in ("runtime_seconds",):
+                    yield from numbers(v, f"{prefix}/{k}")
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            yield prefix, float(obj)
+
+    one = dict(numbers(report["models"]))
+    got = dict(numbers(two["models"]))
+    assert set(got) == set(one)
+    for key, value in one.items():
+        assert got[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_texture_task_measures_object_presence_and_style_task_skips_it():
+    evaluator = EvalIGMU(EvalIGMUConfig(task="striped", **FAST))
+    assert evaluator.yolo_class() == "object"
+    style = EvalIGMU(EvalIGMUConfig(task="sepia", **FAST))
+    from igmu_hf.evaluator import Skipped
+
+    with pytest.raises(Skipped, match="human-bound"):
+        style.yolo_class()
+    assert EvalIGMU(EvalIGMUConfig(task="nudity", forget_prompts=["a nude person"],
+                                   unrelated_prompts=["a dog"])).yolo_class() == "person"
+
+
+def test_bad_input_gets_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="Unknown task 'flibbertigibbet'"):
+        EvalIGMU(EvalIGMUConfig(task="flibbertigibbet"))
+    with pytest.raises(ValueError, match="No forget prompts for 'nudity'"):
+        EvalIGMU(EvalIGMUConfig(task="nudity"))
+    with pytest.raises(ValueError, match="Unknown metric"):
+        EvalIGMUConfig(task="circle", metrics=["bleu"])
+    with pytest.raises(ValueError, match="`task` is empty"):
+        EvalIGMUConfig(task="")
+    evaluator = EvalIGMU(EvalIGMUConfig(task="circle", **FAST))
+    with pytest.raises(ValueError, match="needs the original model"):
+        evaluator.run({"uce": None}, tmp_path)
+
+
+def test_igmu_evaluate_cli_reads_prompt_files_and_rejects_empty_ones(tmp_path, capsys):
+    from igmu_hf.cli import main
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    code = main(["evaluate", "--unlearned", str(tmp_path / "nowhere"), "--task", "circle", "--output_dir",
+                 str(tmp_path / "o"), "--forget_prompts_file", str(empty)])
+    assert code == 2 and "holds no prompt" in capsys.readouterr().err
