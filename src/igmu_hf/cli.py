@@ -159,6 +159,7 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     if original is None:
         bases = {r.get("base_model") for r in runs if r.get("base_model")}
         original = bases.pop() if len(bases) == 1 else default_pretrained_model_name_or_path()
+    config_kwargs.setdefault("mini_world", _is_mini(original))
     config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
                             attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
     evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline

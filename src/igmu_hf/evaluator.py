@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -69,6 +70,8 @@ class EvalIGMUConfig(ConfigBase):
     attack: str | None = field(default=None, metadata={"help": "Attack for the robustness aspect, e.g. "
                                "'unlearndiffatk' (None: robustness is skipped)."})
     attack_kwargs: dict = field(default_factory=dict)
+    mini_world: bool | None = field(default=None, metadata={"help": "Evaluate mini-world models (mini prompts and "
+                                    "detectors); None: when the task is a mini-world concept."})
 
     def __post_init__(self):
         if not self.task:
@@ -103,7 +106,10 @@ class EvalIGMU:
         except ValueError as err:
             raise ValueError(f"Unknown task {config.task!r}: {err} Pass a CatIGMU target (see `igmu categorize`).") \
                 from err
-        self.mini = self.spec.source == "mini"
+        from .mini.domain import concept_of_word
+
+        self.mini = config.mini_world if config.mini_world is not None else (
+            self.spec.source == "mini" or concept_of_word(self.spec.target) is not None)
         from .metrics.loaders import mini_detectors
 
         defaults = mini_detectors() if self.mini else REAL_DEFAULTS
@@ -122,8 +128,14 @@ class EvalIGMU:
         if self.mini:
             from .mini.prompts import task_prompts
 
-            tp = task_prompts(self.spec.target, self.config.num_prompts)
-            forget = forget or tp["target_prompts"]
+            n = self.config.num_prompts
+            tp = task_prompts(self.spec.target, n)
+            if not forget:  # alternate prompts that keep context after do-1 (CSDR's pairs) with bare ones
+                pool = list(dict.fromkeys(task_prompts(self.spec.target, 64)["target_prompts"]))
+                rich = [p for p in pool if self.spec.do1(p).strip()]
+                bare = [p for p in pool if not self.spec.do1(p).strip()]
+                mixed = [p for pair in zip_longest(rich, bare) for p in pair if p is not None]
+                forget = [mixed[k % len(mixed)] for k in range(n)]
             if not unrelated:  # every other value of the factor, round robin, num_prompts in all
                 lists = list(tp["unrelated"].values())
                 unrelated = [lists[k % len(lists)][k // len(lists)] for k in range(self.config.num_prompts)]

@@ -31,7 +31,7 @@ def clip_zero_shot(images: Sequence, target: str, candidates: Sequence[str], mod
         raise ValueError(f"`candidates` must include the target {target!r}; got {list(candidates)}.")
     img = clip_image_embeddings(images, model, processor)
     txt = clip_text_embeddings([template.format(c) for c in candidates], model, processor)
-    scale = float(model.logit_scale.exp()) if logit_scale is None else logit_scale
+    scale = float(model.logit_scale.detach().exp()) if logit_scale is None else logit_scale
     probs = (scale * img @ txt.T).softmax(-1)
     j = list(candidates).index(target)
     return {"concept_score": float(probs[:, j].mean()), "concept_ratio": float((probs.argmax(-1) == j).float().mean()),
