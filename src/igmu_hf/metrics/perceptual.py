@@ -16,8 +16,12 @@ def load_lpips(net: str = "alex", pretrained_backbone: bool | None = None):
     """``(lpips.LPIPS, info)``. The linear calibration heads ship in the lpips wheel; the backbone (AlexNet/VGG)
     comes from torchvision's download. ``pretrained_backbone=None`` tries it and, offline, falls back to a random
     backbone with a warning; ``info["backbone_weights"]`` records which one scored, so a report never hides it."""
+    import warnings
+
     import lpips
 
+    warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning,
+                            module="torchvision")  # lpips 0.1.4 calls torchvision's deprecated `pretrained=`
     if pretrained_backbone is not False:
         try:
             return lpips.LPIPS(net=net, pretrained=True, pnet_rand=False, verbose=False).eval(), \
