@@ -112,9 +112,14 @@ def test_two_processes_give_the_same_report(circle_report, uce_circle, tmp_path,
         assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key  # thread counts differ: float order
 
 
-def test_texture_task_measures_object_presence_and_style_task_skips_it():
-    evaluator = EvalIGMU(EvalIGMUConfig(task="striped", **FAST))
+def test_texture_task_measures_object_presence_and_style_task_skips_it(mini_pipeline, tmp_path):
+    evaluator = EvalIGMU(EvalIGMUConfig(task="striped", metrics=["yolo", "multclf"], **FAST))
     assert evaluator.yolo_class() == "object"
+    report = evaluator.run({"original": mini_pipeline, "same": mini_pipeline}, tmp_path, progress=False)
+    for model in report["models"].values():  # the striped objects are drawn, and the tiny YOLO finds them
+        assert model["preservation"]["yolo_person_rate"]["person_rate"] >= 75.0
+        assert model["preservation"]["yolo_person_rate"]["class_name"] == "object"
+    assert report["models"]["same"]["forgetting"] == report["models"]["original"]["forgetting"]
     style = EvalIGMU(EvalIGMUConfig(task="sepia", **FAST))
     from igmu_hf.evaluator import Skipped
 
