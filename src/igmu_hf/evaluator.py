@@ -291,7 +291,7 @@ class EvalIGMU:
         }
         from .methods import library_versions
 
-        report["library_versions"] = library_versions()
+        report["library_versions"] = {**library_versions(), **_metric_library_versions()}
         if state.is_main_process:
             from .report import write_report
 
@@ -506,6 +506,19 @@ class _Sharder:
         for part in gather_object([local]):
             merged.update(part)
         return merged
+
+
+def _metric_library_versions() -> dict[str, str]:
+    """Versions of the libraries behind the metrics (evaluate, lpips, ultralytics, nudenet, scipy)."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("evaluate", "lpips", "ultralytics", "nudenet", "scipy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def _load_png(path: Path) -> Image.Image:
