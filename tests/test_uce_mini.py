@@ -32,13 +32,20 @@ def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):
     out = tmp_path / "uce-circle"
     assert main(["unlearn", "--method", "uce", "--concept", "circle", "--output_dir", str(out)]) == 0
     assert main(["evaluate", "--unlearned", str(out), "--output_dir", str(tmp_path / "report"), "--num_prompts", "4",
-                 "--metrics", "multclf", "efficiency"]) == 0
+                 "--metrics", "multclf", "efficiency", "--update_model_card"]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["task"]["target"] == "circle" and set(report["models"]) == {"original", "uce"}
     assert 0 <= report["models"]["uce"]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"] <= 1
     assert report["detectors"]["multclf"]["checkpoint_sha256"] and report["runs"]["uce"]["method"] == "uce"
     assert report["models"]["uce"]["efficiency"]["run"]["technique"].startswith("closed-form")
     assert "forgetting rate" in capsys.readouterr().out
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the model card now carries the results, as the Hub parses them
+    rate = report["models"]["uce"]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"]
+    first = card.data.eval_results[0]
+    assert (first.metric_type, first.metric_value) == ("igmu/multclf_forgetting_rate", rate)
+    assert "UCE unlearning of circle" in card.text and card.data.base_model and "igmu" in card.data.tags
 
 
 def test_demo_writes_the_report_folder(tmp_path):

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", type=str, default=None,
                    help="Also attack every model (e.g. 'unlearndiffatk') and report its ASR as the robustness aspect.")
     p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
+    p.add_argument("--update_model_card", action="store_true",
+                   help="Write each unlearned model's results into its README.md metadata (model-index).")
 
     p = sub.add_parser("attack", help="Attack an unlearned pipeline with adversarial prompts; outcomes + ASR.")
     p.add_argument("--method", type=str, required=True, help="Registered attack, e.g. 'unlearndiffatk'.")
@@ -139,13 +141,14 @@ def cmd_unlearn(args) -> int:
 
 def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, task: str | None = None,
                  images_per_prompt: int = 1, seed: int = 0, progress: bool = True, attack: str | None = None,
-                 attack_kwargs: dict | None = None, **config_kwargs) -> dict:
+                 attack_kwargs: dict | None = None, update_model_card: bool = False, **config_kwargs) -> dict:
     """Library entry of ``igmu evaluate``: EvalIGMU of the original and each unlearned pipeline; writes the report
     folder (``report.json``, ``report.md``, grids, radar chart, ``model_index/``) and returns the report.
 
     ``config_kwargs`` are further :class:`~igmu_hf.evaluator.EvalIGMUConfig` fields (``num_prompts``, ``metrics``,
     ``forget_prompts``, ``multclf`` ...). With ``attack``, every model (the original too) is attacked on the forget
-    prompts and its ASR is the robustness aspect; outcomes go to ``output_dir/attacks/<model>``.
+    prompts and its ASR is the robustness aspect; outcomes go to ``output_dir/attacks/<model>``. With
+    ``update_model_card``, each unlearned folder's model card gets its ``model-index`` results.
     """
     from .evaluator import EvalIGMU, EvalIGMUConfig
     from .hub import default_pretrained_model_name_or_path, load_pipeline
@@ -163,12 +166,22 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
                             attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
     evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
-    pipes, run_infos = {"original": load_pipeline(original)}, {}
+    pipes, run_infos, folders = {"original": load_pipeline(original)}, {}, {}
     for folder, run in zip(unlearned, runs):
         name = run.get("method", Path(folder).name)
         name = name if name not in pipes else Path(folder).name
-        pipes[name], run_infos[name] = load_pipeline(folder), run
-    return evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
+        pipes[name], run_infos[name], folders[name] = load_pipeline(folder), run, folder
+    report = evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
+    if update_model_card:
+        from accelerate import PartialState
+
+        from .hub import add_model_index
+        from .report import model_index
+
+        if PartialState().is_main_process:
+            for name, folder in folders.items():
+                add_model_index(folder, model_index(report, name))
+    return report
 
 
 def _is_mini(original: str | None) -> bool:
@@ -209,7 +222,7 @@ def cmd_evaluate(args) -> int:
         kwargs["metrics"] = args.metrics
     report = run_evaluate(args.unlearned, args.output_dir, args.original, args.task, args.images_per_prompt,
                           args.seed, attack=args.attack, attack_kwargs=json.loads(args.attack_kwargs),
-                          num_prompts=args.num_prompts, **kwargs)
+                          update_model_card=args.update_model_card, num_prompts=args.num_prompts, **kwargs)
     print("\n".join(_summary_lines(report)))
     print(f"Report: {Path(args.output_dir) / 'report.md'} (numbers: report.json)")
     return 0

@@ -98,6 +98,28 @@ def render_model_card(metadata: dict[str, Any], base_model: str) -> str:
     return str(card)
 
 
+def add_model_index(folder: str | os.PathLike, block: dict[str, Any]) -> Path:
+    """Put an EvalIGMU ``model-index`` block (``report.model_index``) into the folder's model card metadata, replacing
+    an earlier one; the card's text is kept. Written atomically."""
+    import yaml
+
+    from .atomic import write_text_atomic
+
+    path = Path(folder) / "README.md"
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist; save the pipeline with igmu_hf first (it writes the "
+                                f"model card).")
+    text = path.read_text()
+    data, body = {}, text
+    if text.startswith("---\n") and "\n---\n" in text[4:]:
+        head, body = text[4:].split("\n---\n", 1)
+        data = yaml.safe_load(head) or {}
+    data["model-index"] = block["model-index"]
+    text = f"---\n{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---\n{body}"
+    write_text_atomic(path, text)
+    return path
+
+
 def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: str, overwrite: bool = False) -> Path:
     """Write the unlearned pipeline (safetensors), ``igmu_run.json`` and the model card ``README.md`` atomically.
 
