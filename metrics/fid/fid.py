@@ -36,8 +36,7 @@ class Fid(evaluate.Metric):
                                                                "references": datasets.Image()}))
 
     def _download_and_prepare(self, dl_manager):
-        self.extractor, _, self.detector_info = load_detector("fid_feature_extractor", None if self.config_name in
-                                                             ("default", "mini") else self.config_name)
+        self.extractor, _, self.detector_info = load_detector("fid_feature_extractor", self.config_name)
 
     def _compute(self, predictions, references):
         return {"fid": fid(predictions, references, self.extractor)["fid"]}

@@ -7,22 +7,6 @@ pipeline in ``model/``).
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-
-def comparison_grid(rows: list[list[Image.Image]], labels: list[str], scale: int = 3) -> Image.Image:
-    """Rows of equally sized images, each row labelled on the left, upscaled ``scale`` times (nearest)."""
-    w, h = rows[0][0].size
-    w, h = w * scale, h * scale
-    pad, label_w = 4, 90
-    grid = Image.new("RGB", (label_w + len(rows[0]) * (w + pad), len(rows) * (h + pad)), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, (row, label) in enumerate(zip(rows, labels)):
-        draw.text((4, r * (h + pad) + h // 2 - 5), label, fill="black")
-        for c, img in enumerate(row):
-            grid.paste(img.resize((w, h), Image.NEAREST), (label_w + c * (w + pad), r * (h + pad)))
-    return grid
-
 
 def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_prompt: int = 1, seed: int = 0,
              overwrite: bool = False) -> dict:

@@ -36,8 +36,7 @@ logger = logging.getLogger(__name__)
 
 ASPECTS = ("forgetting", "preservation", "quality", "robustness", "efficiency")
 METRICS = ("multclf", "csdr", "lpips", "yolo", "fid", "clip_score", "asr", "efficiency", "legacy")
-REAL_DEFAULTS = {"multclf": "igmu/multclf", "clip": "openai/clip-vit-large-patch14", "yolo": "yolov8n.pt",
-                 "fid_feature_extractor": "inception"}
+METRIC_LIBRARIES = ("evaluate", "lpips", "ultralytics", "nudenet", "scipy")
 HUMAN_WORDS = ("person", "people", "man", "woman", "men", "women", "human", "girl", "boy")
 
 
@@ -110,9 +109,9 @@ class EvalIGMU:
 
         self.mini = config.mini_world if config.mini_world is not None else (
             self.spec.source == "mini" or concept_of_word(self.spec.target) is not None)
-        from .metrics.loaders import mini_detectors
+        from .metrics.loaders import REAL_DETECTORS, mini_detectors
 
-        defaults = mini_detectors() if self.mini else REAL_DEFAULTS
+        defaults = mini_detectors() if self.mini else REAL_DETECTORS
         self.detectors = {k: getattr(config, k) or v for k, v in defaults.items()}
         self.generation_kwargs = dict(config.generation_kwargs)
         if self.mini:
@@ -291,7 +290,7 @@ class EvalIGMU:
         }
         from .methods import library_versions
 
-        report["library_versions"] = {**library_versions(), **_metric_library_versions()}
+        report["library_versions"] = library_versions(extra=METRIC_LIBRARIES)
         if state.is_main_process:
             from .report import write_report
 
@@ -384,7 +383,7 @@ class EvalIGMU:
             model, info = self._get("yolo")
             from .metrics.detection import class_index, person_counts
 
-            class_index(model, class_name)
+            class_index(model, class_name)  # raise here on every process, even one whose share of chunks is empty
             counts = shard.map(forget_ids, lambda ids: person_counts([mine[i] for i in ids], model, class_name,
                                                                      cfg.yolo_conf, cfg.yolo_iou))
             hits = [counts[i] > 0 for i in forget_ids]
@@ -506,19 +505,6 @@ class _Sharder:
         for part in gather_object([local]):
             merged.update(part)
         return merged
-
-
-def _metric_library_versions() -> dict[str, str]:
-    """Versions of the libraries behind the metrics (evaluate, lpips, ultralytics, nudenet, scipy)."""
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("evaluate", "lpips", "ultralytics", "nudenet", "scipy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def _load_png(path: Path) -> Image.Image:

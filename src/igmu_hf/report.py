@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import yaml
+from PIL import Image, ImageDraw
 
 from .atomic import atomic_path, write_text_atomic
 
@@ -141,10 +142,22 @@ def markdown(report: dict, grids: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def comparison_grid(rows: list[list[Image.Image]], labels: list[str], scale: int = 3) -> Image.Image:
+    """Rows of equally sized images, each row labelled on the left, upscaled ``scale`` times (nearest)."""
+    w, h = rows[0][0].size
+    w, h = w * scale, h * scale
+    pad, label_w = 4, 90
+    grid = Image.new("RGB", (label_w + len(rows[0]) * (w + pad), len(rows) * (h + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (row, label) in enumerate(zip(rows, labels)):
+        draw.text((4, r * (h + pad) + h // 2 - 5), label, fill="black")
+        for c, img in enumerate(row):
+            grid.paste(img.resize((w, h), Image.NEAREST), (label_w + c * (w + pad), r * (h + pad)))
+    return grid
+
+
 def write_report(report: dict, images: dict[str, dict], out: Path, columns: int = 8) -> None:
     """Write everything under ``out`` (each file atomically)."""
-    from .demo import comparison_grid
-
     out.mkdir(parents=True, exist_ok=True)
     report["aspect_scores"] = aspect_scores(report)
     ref = images[report["original"]]

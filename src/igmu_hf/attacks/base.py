@@ -61,7 +61,6 @@ class AttackConfig(ConfigBase):
                 raise ValueError(f"`{name}` is {value}: a budget must be positive (a zero budget attacks nothing); "
                                  f"see {type(self).__name__}.fast_preset for small values that work.")
 
-
     @classmethod
     def fast(cls, **overrides) -> "AttackConfig":
         """The fast preset (mini world, CI) with ``overrides`` on top."""

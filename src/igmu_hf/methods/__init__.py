@@ -8,13 +8,13 @@ from .duo import DUOConfig, DUOUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a run depends on, recorded in every artifact."""
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the libraries a run depends on (and of ``extra`` packages), recorded in every artifact."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
     for name in ("igmu_hf", "torch", "diffusers", "transformers", "accelerate", "peft", "safetensors",
-                 "huggingface_hub"):
+                 "huggingface_hub", *extra):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:

@@ -56,9 +56,9 @@ class FeatureExtractor:
             self.transform = Inception_V3_Weights.IMAGENET1K_V1.transforms()
             self.info = {"feature_extractor": "torchvision/inception_v3 IMAGENET1K_V1 (pool3, 2048-d)"}
         elif name.startswith("clip:"):
-            from .clip_score import load_clip
+            from .loaders import load_detector
 
-            self.model, self.processor = load_clip(name[len("clip:"):])
+            self.model, self.processor, _ = load_detector("clip", name[len("clip:"):])  # the CLIP score's, cached
             self.info = {"feature_extractor": f"CLIP image embeddings of {name[len('clip:'):]}"}
         else:
             raise ValueError(f"Unknown FID feature extractor {name!r}; use 'inception' or 'clip:<CLIP folder or id>'.")

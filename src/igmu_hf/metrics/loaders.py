@@ -7,6 +7,10 @@ from functools import lru_cache
 from typing import Any
 
 
+REAL_DETECTORS = {"multclf": "igmu/multclf", "clip": "openai/clip-vit-large-patch14", "yolo": "yolov8n.pt",
+                  "fid_feature_extractor": "inception"}
+
+
 def mini_detectors() -> dict[str, str]:
     """The mini world's detectors (all shipped in the package)."""
     from ..mini import CLIP_PATH, MULTCLF_PATH, YOLO_PATH

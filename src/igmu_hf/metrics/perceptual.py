@@ -25,8 +25,7 @@ def load_lpips(net: str = "alex", pretrained_backbone: bool | None = None):
     if pretrained_backbone is not False:
         try:
             return lpips.LPIPS(net=net, pretrained=True, pnet_rand=False, verbose=False).eval(), \
-                {"net": net, "backbone_weights": "pretrained", "lpips_version": lpips.__version__
-                 if hasattr(lpips, "__version__") else "unknown"}
+                {"net": net, "backbone_weights": "pretrained"}
         except Exception as err:  # offline: torchvision cannot download the backbone
             if pretrained_backbone:
                 raise RuntimeError(f"LPIPS could not load the pretrained {net} backbone ({err}); connect to the "

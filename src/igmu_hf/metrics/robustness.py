@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable, Mapping
 
 
@@ -18,15 +19,8 @@ def asr_from_outcomes(outcomes: Iterable[Mapping | object]) -> dict:
         if get("success") is None or get("pre_attack_success") is None:
             raise ValueError(f"Outcome {i} lacks `success`/`pre_attack_success`; pass the records of an igmu attack "
                              f"run (outcomes.jsonl).")
-        rows.append(_Outcome(bool(get("success")), bool(get("pre_attack_success"))))
+        rows.append(SimpleNamespace(success=bool(get("success")), pre_attack_success=bool(get("pre_attack_success"))))
     return attack_success_rate(rows)
-
-
-class _Outcome:
-    __slots__ = ("success", "pre_attack_success")
-
-    def __init__(self, success: bool, pre_attack_success: bool):
-        self.success, self.pre_attack_success = success, pre_attack_success
 
 
 def read_outcomes(path: str | Path) -> list[dict]:
