@@ -10,14 +10,17 @@ import torch
 
 @torch.no_grad()
 def encode_images(pipeline, images, batch_size: int = 32) -> torch.Tensor:
-    """VAE latents (posterior mean × scaling factor, float32 on CPU) of PIL ``images``, as the pipeline scales them."""
+    """VAE latents ((posterior mean − shift factor) × scaling factor, float32 on CPU) of PIL ``images``, as the
+    pipeline scales them (SD3's VAE has a shift factor, SD1/SD2/SDXL's none)."""
     vae, proc = pipeline.vae, pipeline.image_processor
     if not len(images):
         raise ValueError("`images` is empty; there is nothing to encode.")
     out = []
     for i in range(0, len(images), batch_size):
         x = proc.preprocess([im.convert("RGB") for im in images[i:i + batch_size]]).to(vae.device, vae.dtype)
-        out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+        mean = vae.encode(x).latent_dist.mean
+        shift = getattr(vae.config, "shift_factor", None)
+        out.append((mean - shift if shift is not None else mean) * vae.config.scaling_factor)
     return torch.cat(out).float().cpu()
 
 
@@ -48,7 +51,8 @@ def reference_forward(unet):
 
 def add_lora(unet, target_modules: list[str], rank: int, alpha: int, init_lora_weights="gaussian",
              adapter_name: str = "default", seed: int | None = None) -> None:
-    """Freeze ``unet`` and give it a peft LoRA adapter on ``target_modules`` (clear error if one matches nothing).
+    """Freeze ``unet`` (any denoiser: UNet or SD3 transformer) and give it a peft LoRA adapter on
+    ``target_modules`` (clear error if one matches nothing).
 
     With ``seed`` the adapter's random initialisation depends on it alone (the global RNG is left untouched).
     """
@@ -57,9 +61,10 @@ def add_lora(unet, target_modules: list[str], rank: int, alpha: int, init_lora_w
     names = [n for n, _ in unet.named_modules()]
     missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
     if missing:
-        examples = sorted({".".join(n.split(".")[-2:]) for n in names if n.split(".")[-1].startswith("to_")})
-        raise ValueError(f"LoRA target module(s) {missing} match nothing in the UNet; modules that exist include "
-                         f"{examples}.")
+        examples = sorted({".".join(n.split(".")[-2:]) for n in names
+                           if n.split(".")[-1].startswith(("to_", "add_")) or n.endswith("to_out.0")})
+        raise ValueError(f"LoRA target module(s) {missing} match nothing in the {type(unet).__name__}; modules that "
+                         f"exist include {examples}.")
     unet.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
@@ -68,18 +73,17 @@ def add_lora(unet, target_modules: list[str], rank: int, alpha: int, init_lora_w
                                     target_modules=list(target_modules)), adapter_name=adapter_name)
 
 
-def lora_state_dict(unet) -> dict[str, torch.Tensor]:
-    """The UNet's LoRA weights in diffusers' format (what ``save_lora_weights`` writes, ``load_lora_weights`` reads)."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
+def lora_state_dict(denoiser, family=None) -> dict[str, torch.Tensor]:
+    """The denoiser's LoRA in its family's diffusers format (default SD1.x's UNet format)."""
+    from .families import FAMILIES
 
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    return (family or FAMILIES["sd1"]).lora_state_dict(denoiser)
 
 
-def fuse_lora_into_unet(unet) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Fuse the UNet's LoRA into its weights and remove the adapter; returns (the LoRA in diffusers' format, the
-    names of the base weights that changed)."""
-    lora = lora_state_dict(unet)
+def fuse_lora_into_unet(unet, family=None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fuse the denoiser's LoRA into its weights and remove the adapter; returns (the LoRA in the family's
+    diffusers format, the names of the base weights that changed)."""
+    lora = lora_state_dict(unet, family)
     edited = sorted(n.replace(".base_layer.weight", ".weight") for n, _ in unet.named_parameters()
                     if n.endswith(".base_layer.weight"))
     unet.fuse_lora()
