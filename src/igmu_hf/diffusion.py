@@ -40,11 +40,16 @@ def adapters_disabled(unet):
         unet.enable_adapters()
 
 
-def reference_forward(unet):
-    """ε* as a function ``(x, t, c) -> prediction``: the same UNet with its LoRA adapters disabled (no copy)."""
+def reference_forward(unet, family=None):
+    """ε* as a function ``(x, t, c) -> prediction``: the same denoiser with its LoRA adapters disabled (no copy);
+    ``c`` is a :class:`~igmu_hf.families.Conditioning` (or bare states), ``family`` the denoiser's (default SD1.x)."""
+    from .families import FAMILIES
+
+    family = family or FAMILIES["sd1"]
+
     def forward(x, t, c):
         with adapters_disabled(unet):
-            return unet(x, t, c).sample
+            return family.predict(unet, x, t, c)
 
     return forward
 

@@ -69,6 +69,11 @@ class Conditioning:
                             None if first.time_ids is None else torch.cat([c.time_ids for c in items]))
 
 
+def as_conditioning(cond) -> Conditioning:
+    """A :class:`Conditioning` from itself or from bare per-token states (SD1.x/SD2.x callers)."""
+    return cond if isinstance(cond, Conditioning) else Conditioning(cond)
+
+
 class ModelFamily:
     """Base: one CLIP text encoder, a ``UNet2DConditionModel``, DDPM-style noise (SD1.x)."""
 
@@ -120,8 +125,9 @@ class ModelFamily:
 
     # ---- the denoiser ----
     def predict(self, denoiser, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """The denoiser's output (ε, v or flow velocity, as it was trained) at ``(x, t)`` given ``cond``."""
-        return denoiser(x, t, cond.states.to(x.dtype)).sample
+        """The denoiser's output (ε, v or flow velocity, as it was trained) at ``(x, t)`` given ``cond`` (a
+        :class:`Conditioning`, or bare states for one-encoder families)."""
+        return denoiser(x, t, as_conditioning(cond).states.to(x.dtype)).sample
 
     # ---- training side ----
     def prediction_type(self, scheduler) -> str:

@@ -5,7 +5,8 @@ perceptual attribute (Abstract / Concrete), tier 3 the task type. A :class:`Task
 model is expected to output for a target, the trivial outputs to reject, and the prompt interventions:
 do-1 (NULL: remove the target and its associations) and do-2 (Replace it with something else).
 
-``categorize(text)`` knows every example of Tables 4-5 and the mini world's concepts. For anything else it raises
+``categorize(text)`` knows every example of Tables 4-5 and the targets each concept world (:mod:`igmu_hf.domains`)
+adds; the world that owns a target gives its preserve prompts. For anything else it raises
 :class:`UnknownTargetError`, which says how to pass the category yourself: it never presents a guess as fact.
 """
 
@@ -116,30 +117,6 @@ for _name in ("nike", "samsung", "google", "coca-cola"):
     _TABLE[_name] = _k("Local/Concrete/Brand", replacement="plain", anchor="a logo")
 
 
-def _mini_entries() -> dict[str, _Known]:
-    """The mini world's concepts (igmu_hf.mini.domain), each in the category its factor stands for."""
-    from .mini import domain
-
-    out: dict[str, _Known] = {}
-    for value, syns in domain.STYLES.items():
-        if value != "none":
-            out[value] = _k("Global/Abstract/Style", *syns, replacement="realistic", anchor="a photo")
-    for value, syns in domain.BACKGROUNDS.items():
-        if value != "plain":
-            out[value] = _k("Global/Concrete/Entity", *syns, replacement="plain", anchor="a plain background")
-    for value, syns in domain.TEXTURES.items():
-        if value != "solid":
-            out[value] = _k("Local/Abstract/Status", *syns, strongly_bound=True, subject="object",
-                            replacement="solid", anchor="a solid shape")
-    for value in domain.COLOURS:
-        out[value] = _k("Local/Abstract/Property", strongly_bound=False, subject="object",
-                        replacement=[c for c in domain.COLOURS if c != value][0], anchor="a shape")
-    for value, syns in domain.SHAPES.items():
-        others = [s for s in domain.SHAPES if s != value]
-        out[value] = _k("Local/Concrete/Object", *syns, replacement=others[0], anchor="a shape")
-    return out
-
-
 class UnknownTargetError(ValueError):
     """The target is not in CatIGMU's known examples; the caller must give its category."""
 
@@ -161,7 +138,7 @@ class TaskSpec:
     anchor_prompts: list[str] = field(default_factory=list)
     preserve_prompts: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
-    source: Literal["table", "mini", "rule", "user"] = "table"
+    source: str = "table"  # "table", "rule", "user", or the name of the concept world that adds the target
 
     @property
     def category(self) -> str:
@@ -245,12 +222,15 @@ def _normalise(text: str) -> str:
     return t
 
 
-def categorize(text: str, category: str | None = None, **overrides) -> TaskSpec:
+def categorize(text: str, category: str | None = None, domain=None, **overrides) -> TaskSpec:
     """Build the :class:`TaskSpec` of an unlearning target.
 
     Args:
         text: the target, e.g. ``"Van Gogh style"``, ``"nudity"``, ``"church"``, ``"circle"``.
         category: ``"Scope/Perception/Task"`` to use instead of the known one; required for unknown targets.
+        domain: the concept world (a :class:`~igmu_hf.domains.Domain` or its name) whose targets and preserve
+            prompts to use; default: every registered world's targets, preserve prompts from the world that owns
+            the target (the real world for Tables 4-5).
         overrides: any other :class:`TaskSpec` field (``strongly_bound``, ``replacement``, ``aliases`` ...).
 
     Raises:
@@ -259,17 +239,25 @@ def categorize(text: str, category: str | None = None, **overrides) -> TaskSpec:
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("`text` must be a non-empty target such as 'nudity' or 'Van Gogh style'.")
+    from .domains import get_domain, list_domains
+
     key = _normalise(text)
-    mini = _mini_entries()
-    for name, entry in mini.items():  # a mini-world synonym ("disc") names its canonical concept ("circle")
-        if key in entry.aliases and key not in _TABLE:
-            key = name
+    worlds = [get_domain(domain)] if domain is not None else [get_domain(n) for n in list_domains()]
+    owner, world_entry = None, None
+    for world in worlds:
+        entries = world.taxonomy_entries()
+        for name, entry in entries.items():  # a world's synonym ("disc") names its canonical concept ("circle")
+            if key in entry.aliases and key not in _TABLE:
+                key = name
+        if key in entries:
+            owner, world_entry = world, entries[key]
+            break
     known, source = _TABLE.get(key), "table"
-    if key in mini:
+    if world_entry is not None:
         if known is None:
-            known, source = mini[key], "mini"
-        else:  # in Tables 4-5 and in the mini world (sepia, ocean, desert): the table's category, both's words
-            known = _Known(**{**asdict(known), "aliases": tuple(sorted({*known.aliases, *mini[key].aliases}))})
+            known, source = world_entry, owner.name
+        else:  # in Tables 4-5 and in a world (sepia, ocean, desert): the table's category, both's words
+            known = _Known(**{**asdict(known), "aliases": tuple(sorted({*known.aliases, *world_entry.aliases}))})
     if category is not None:
         scope, perception, task = parse_category(category)
         known = known or _Known(category)
@@ -297,28 +285,8 @@ def categorize(text: str, category: str | None = None, **overrides) -> TaskSpec:
             raise TypeError(f"categorize() got an unknown override {name!r}; TaskSpec fields: "
                             f"{list(spec.__dataclass_fields__)}.")
         setattr(spec, name, value)
-    if key in mini:
-        spec.preserve_prompts = _mini_preserve_prompts(spec)
+    if "preserve_prompts" not in overrides:
+        preserver = owner or (get_domain("real") if key in _TABLE or source == "rule" else None)
+        if preserver is not None:
+            spec.preserve_prompts = preserver.preserve_prompts(spec)
     return spec
-
-
-def _mini_preserve_prompts(spec: TaskSpec) -> list[str]:
-    """Prompts of the mini world that do not touch the target (for UCE's preservation term and evaluation).
-
-    Each other value of the target's factor, alone and with every shape (or colour, for shapes), the way the mini
-    world's prompts combine them; measured on the shipped model, bare "a square"-style prompts alone let UCE on
-    "circle" pull "house" down by 25 points, this set keeps every other shape within 5.
-    """
-    from .mini import domain
-
-    factor = domain.concept_of_word(spec.target)[0]
-    shapes = list(domain.SHAPES)
-    if factor == "shape":
-        return [p for s in shapes if s != spec.target for p in [f"a {s}"] + [f"a {c} {s}" for c in domain.COLOURS]]
-    if factor == "colour":
-        return [f"a {c} {s}" for c in domain.COLOURS if c != spec.target for s in shapes]
-    if factor == "texture":
-        return [f"a {t} {s}" for t in domain.TEXTURES if t != spec.target for s in shapes]
-    if factor == "background":
-        return [f"a {s} on a {b} background" for b in domain.BACKGROUNDS if b != spec.target for s in shapes]
-    return [f"a {s}, {st} style" for st in domain.STYLES if st not in ("none", spec.target) for s in shapes]
