@@ -13,7 +13,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def run_case(case: str, steps: int) -> dict:
@@ -26,12 +25,13 @@ def run_case(case: str, steps: int) -> dict:
         from igmu_hf.hub import load_pipeline
 
         pipe, size = load_pipeline(), 32
-        cfg = DarkMinerConfig(concepts=["circle"], **DarkMinerConfig.mini_preset)
-    else:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from sd14 import sd14_sized_pipeline
+        from igmu_hf.domains import get_domain
 
-        pipe, size = sd14_sized_pipeline(model_max_length=77), 512
+        cfg = DarkMinerConfig(concepts=["circle"], **get_domain("mini").method_preset(DarkMinerConfig))
+    else:
+        from igmu_hf.tiny_pipelines import sd14_sized_pipeline
+
+        pipe, size = sd14_sized_pipeline(), 512
         cfg = DarkMinerConfig(concepts=["circle"], num_inference_steps=2, mining_images=1, mining_batch_size=1,
                               circumvent_images=1, embedding_length=32)
     pipe.set_progress_bar_config(disable=True)

@@ -11,7 +11,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def run_case(case: str, steps: int = 3) -> dict:
@@ -27,8 +26,7 @@ def run_case(case: str, steps: int = 3) -> dict:
         pipe = load_pipeline()
         size, batch = 32, 4
     else:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from sd14 import sd14_sized_pipeline
+        from igmu_hf.tiny_pipelines import sd14_sized_pipeline
 
         pipe = sd14_sized_pipeline()
         size, batch = 512, 1

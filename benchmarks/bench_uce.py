@@ -7,13 +7,10 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def run_case(case: str) -> dict:
     import resource
-    from types import SimpleNamespace
-
     import torch
 
     from igmu_hf.methods import UCEConfig, UCEUnlearner
@@ -25,16 +22,13 @@ def run_case(case: str) -> dict:
 
         pipe = load_pipeline()
     else:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from sd14 import sd14_sized_text_encoder, sd14_sized_unet
+        from igmu_hf.tiny_pipelines import sd14_sized_pipeline
 
-        from igmu_hf.mini.architecture import build_tokenizer
-
-        tok = build_tokenizer()
-        pipe = SimpleNamespace(tokenizer=tok, text_encoder=sd14_sized_text_encoder(tok), unet=sd14_sized_unet())
+        pipe = sd14_sized_pipeline()  # SD1.4's UNet and text-encoder configs, random weights, the real tokenizer
     load = time.perf_counter() - t0
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cfg = UCEConfig(concepts=["circle"], preserve_concepts=categorize("circle").preserve_prompts)
+    concept = "circle" if case == "mini" else "church"  # a word of each tokenizer
+    cfg = UCEConfig(concepts=[concept], preserve_concepts=categorize(concept).preserve_prompts)
     result = UCEUnlearner(cfg).unlearn(pipe)
     return {"case": case, "edit_seconds": round(result.runtime_seconds, 3), "load_seconds": round(load, 2),
             "edited_params": result.edited_parameter_count, "unet_params": result.total_parameter_count,

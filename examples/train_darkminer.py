@@ -29,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--pretrained_model_name_or_path", type=str, default=None,
                    help="Base pipeline folder or Hub id (default: the embedded mini world).")
     p.add_argument("--concept", type=str, required=True, help="Concept to erase.")
+    p.add_argument("--preserve", type=str, action="append", default=None,
+                   help="Prompt whose outputs the preservation term keeps (repeatable; default: none, the paper's).")
     p.add_argument("--output_dir", type=str, required=True)
     p.add_argument("--pool_dataset", type=str, default=None, help="Folder of a saved image pool (built if missing).")
     for name, kind in CONFIG_FLAGS.items():
@@ -59,8 +61,13 @@ def main(args) -> Path | None:
     logging.basicConfig(level=logging.INFO)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=args.report_to)
     base = args.pretrained_model_name_or_path or default_pretrained_model_name_or_path()
-    preset = DarkMinerConfig.mini_preset if args.pretrained_model_name_or_path is None else {}
+    from igmu_hf.domains import domain_for_model
+
+    world = domain_for_model(args.pretrained_model_name_or_path)  # the mini world for the embedded model
+    preset = world.method_preset(DarkMinerConfig)
     explicit = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
+    if args.preserve:
+        explicit["preserve_prompts"] = args.preserve
     cfg = DarkMinerConfig(concepts=[args.concept], seed=args.seed,
                           **{**preset, **explicit, **json.loads(args.method_kwargs)})
     pipe = load_pipeline(base).to(accelerator.device)
@@ -77,7 +84,7 @@ def main(args) -> Path | None:
     if args.report_to:
         accelerator.init_trackers("igmu-darkminer", config={k: v for k, v in cfg.to_dict().items()
                                                            if isinstance(v, (int, float, str, bool))})
-    result = DarkMinerUnlearner(cfg, pool_images=pool_images, accelerator=accelerator,
+    result = DarkMinerUnlearner(cfg, pool_images=pool_images, accelerator=accelerator, domain=world,
                                 output_dir=str(out.with_name(out.name + "-checkpoints")),
                                 checkpointing_steps=args.checkpointing_steps,
                                 checkpoints_total_limit=args.checkpoints_total_limit,

@@ -24,6 +24,8 @@ def parse_args(argv=None):
     p.add_argument("--pretrained_model_name_or_path", type=str, default=None,
                    help="Base pipeline folder or Hub id (default: the embedded mini world).")
     p.add_argument("--concept", type=str, required=True, help="Concept to erase.")
+    p.add_argument("--preserve", type=str, action="append", default=None,
+                   help="Prompt whose outputs the preservation term keeps (repeatable; default: none, the paper's).")
     p.add_argument("--unsafe_prompt", type=str, action="append", default=None, help="Prompt of x⁻ (repeatable).")
     p.add_argument("--safe_prompt", type=str, action="append", default=None, help="SDEdit prompt of x⁺ (repeatable).")
     p.add_argument("--output_dir", type=str, required=True)
@@ -61,13 +63,17 @@ def main(args) -> Path | None:
     logging.basicConfig(level=logging.INFO)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=args.report_to)
     base = args.pretrained_model_name_or_path or default_pretrained_model_name_or_path()
-    mini = args.pretrained_model_name_or_path is None
+    from igmu_hf.domains import domain_for_model
+
+    world = domain_for_model(args.pretrained_model_name_or_path)  # the mini world for the embedded model
     explicit = {k: getattr(args, k) for k in ("num_pairs", "max_train_steps", "train_batch_size", "beta", "base_lr",
                                               "base_lambda", "num_inference_steps", "guidance_scale")
                 if getattr(args, k) is not None}
     if args.unsafe_prompt:
         explicit.update(unsafe_prompts=args.unsafe_prompt, safe_prompts=args.safe_prompt)
-    preset = DUOConfig.mini_preset if mini else {}
+    if args.preserve:
+        explicit["preserve_prompts"] = args.preserve
+    preset = world.method_preset(DUOConfig)
     cfg = DUOConfig(concepts=[args.concept], seed=args.seed,
                     **{**preset, **explicit, **json.loads(args.method_kwargs)})
     pipe = load_pipeline(base).to(accelerator.device)
@@ -75,7 +81,8 @@ def main(args) -> Path | None:
     out = Path(args.output_dir)
     pairs_dir = Path(args.pairs_dataset) if args.pairs_dataset else out.with_name(out.name + "-pairs")
     if accelerator.is_main_process and not (pairs_dir / "dataset_info.json").exists():
-        pairs = build_pairs(pipe, default_detector(args.concept), cfg)
+        detector = default_detector(cfg.concepts, world) if cfg.pair_filter == "detector" else None
+        pairs = build_pairs(pipe, detector, cfg, domain=world)
         tmp = pairs_dir.with_name(pairs_dir.name + ".tmp")
         pairs.save_to_disk(str(tmp))
         tmp.rename(pairs_dir)
@@ -86,6 +93,7 @@ def main(args) -> Path | None:
                                                      if isinstance(v, (int, float, str, bool))})
     checkpoints = out.with_name(out.name + "-checkpoints")  # beside output_dir, which is replaced atomically
     result = DUOUnlearner(cfg, pairs=pairs, accelerator=accelerator, progress=accelerator.is_local_main_process,
+                          domain=world,
                           output_dir=str(checkpoints), checkpointing_steps=args.checkpointing_steps,
                           resume_from_checkpoint=args.resume_from_checkpoint,
                           checkpoints_total_limit=args.checkpoints_total_limit).unlearn(pipe)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from igmu_hf.diffusion import add_lora, reference_forward
-from igmu_hf.methods.duo import DUOConfig, DUOUnlearner, build_pairs, duo_loss
+from igmu_hf.methods.duo import SELF_ATTENTION, DUOConfig, DUOUnlearner, build_pairs, duo_loss
 
 
 def _tiny_pipe(path):
@@ -20,7 +20,7 @@ def _tiny_pipe(path):
 def test_duo_loss_equals_the_card_formula_computed_term_by_term(tiny_pipeline_dir):
     pipe = _tiny_pipe(tiny_pipeline_dir)
     cfg = DUOConfig(concepts=["circle"], beta=50.0, base_lambda=1e2, lora_rank=4, lora_alpha=4)
-    add_lora(pipe.unet, cfg.target_modules, cfg.lora_rank, cfg.lora_alpha)
+    add_lora(pipe.unet, SELF_ATTENTION, cfg.lora_rank, cfg.lora_alpha)
     with torch.no_grad():  # move the adapter off its zero start so policy and reference differ
         for n, p in pipe.unet.named_parameters():
             if "lora_B" in n:
@@ -32,7 +32,8 @@ def test_duo_loss_equals_the_card_formula_computed_term_by_term(tiny_pipeline_di
     acp = pipe.scheduler.alphas_cumprod
 
     ref_forward = reference_forward(unet)
-    loss, _ = duo_loss(unet, ref_forward, x_pos, x_neg, cond, uncond, cfg, torch.Generator().manual_seed(5), acp)
+    loss, _ = duo_loss(unet, ref_forward, x_pos, x_neg, cond, uncond, cfg, torch.Generator().manual_seed(5),
+                       pipe.scheduler)
 
     # the same draws, in the order the card lists them, and one UNet call per term
     g = torch.Generator().manual_seed(5)

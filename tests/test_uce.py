@@ -40,8 +40,8 @@ def test_uce_maps_concept_keys_to_guide_and_keeps_preserved(tiny_pipeline_dir):
     pipe = load_pipeline(tiny_pipeline_dir)
     attn = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
     w0 = attn.to_k.weight.detach().clone().double()
-    ce, cg = _aligned_states(pipe.tokenizer, pipe.text_encoder, "circle", " ")
-    cp = _aligned_states(pipe.tokenizer, pipe.text_encoder, "a square", "a square")[0]
+    ce, cg = _aligned_states(pipe, "circle", " ")
+    cp = _aligned_states(pipe, "a square", "a square")[0]
     result = UCEUnlearner(UCEConfig(concepts=["circle"], preserve_concepts=["a square"], lamb=1e-3)).unlearn(pipe)
     w1 = attn.to_k.weight.detach().double()
     before = (ce @ w0.T - cg @ w0.T).norm()

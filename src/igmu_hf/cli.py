@@ -98,31 +98,40 @@ def cmd_categorize(args) -> int:
 
 def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_model_name_or_path: str | None = None,
                 preserve: list[str] | None = None, seed: int = 0, overwrite: bool = False,
-                method_kwargs: dict | None = None):
-    """Library entry of ``igmu unlearn``: returns the saved folder and the UnlearnResult."""
-    from .hub import check_output_dir, default_pretrained_model_name_or_path, load_pipeline, save_unlearned_pipeline
+                method_kwargs: dict | None = None, domain=None):
+    """Library entry of ``igmu unlearn``: returns the saved folder and the UnlearnResult.
+
+    The concept world (``domain``, default: the one the base model lives in) gives the method's preset and
+    CatIGMU's preserve prompts; ``preserve`` (``--preserve``) replaces them and reaches every method with a
+    preservation field (UCE's c_p, DUO's and Dark Miner's extra preserved conditions).
+    """
+    from .domains import domain_for_model, get_domain
+    from .hub import check_output_dir, load_pipeline, save_unlearned_pipeline
     from .methods import get_method
     from .taxonomy import UnknownTargetError, categorize
 
     unlearner_cls = get_method(method)
-    if preserve is None:
+    config_class = unlearner_cls.config_class
+    world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
+    field_name = config_class.preserve_field
+    if preserve is not None and field_name is None:
+        raise ValueError(f"Method {method!r} has no preservation prompts; drop --preserve.")
+    if preserve is None and field_name is not None and config_class.preserve_by_default:
         preserve = []
         for c in concepts:
             try:
-                preserve += categorize(c).preserve_prompts
+                preserve += categorize(c, domain=world).preserve_prompts
             except (UnknownTargetError, ValueError):
                 pass
-    kwargs = dict(method_kwargs or {})
-    if pretrained_model_name_or_path is None:  # the embedded mini world: the method's preset, then the user's fields
-        kwargs = {**unlearner_cls.config_class.mini_preset, **kwargs}
-    fields = unlearner_cls.config_class.__dataclass_fields__
-    if "preserve_concepts" in fields:
-        kwargs.setdefault("preserve_concepts", preserve)
-    config = unlearner_cls.config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
+    kwargs = {**world.method_preset(config_class), **(method_kwargs or {})}  # the world's preset, then the user's
+    if field_name is not None and preserve is not None:
+        kwargs.setdefault(field_name, list(dict.fromkeys(preserve)))
+    config = config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
     check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
-    base = pretrained_model_name_or_path or default_pretrained_model_name_or_path()
+    base = pretrained_model_name_or_path or world.default_pretrained_model_name_or_path()
     pipe = load_pipeline(base)
-    result = unlearner_cls(config).unlearn(pipe)
+    result = unlearner_cls(config, **unlearner_cls.domain_kwargs(world)).unlearn(pipe)
+    result.extra["domain"] = world.name
     folder = save_unlearned_pipeline(result, output_dir, base_model=base, overwrite=overwrite)
     return folder, result
 
@@ -162,7 +171,9 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     if original is None:
         bases = {r.get("base_model") for r in runs if r.get("base_model")}
         original = bases.pop() if len(bases) == 1 else default_pretrained_model_name_or_path()
-    config_kwargs.setdefault("mini_world", _is_mini(original))
+    from .domains import domain_for_model
+
+    config_kwargs.setdefault("domain", domain_for_model(original).name)
     config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
                             attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
     evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
@@ -182,12 +193,6 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
             for name, folder in folders.items():
                 add_model_index(folder, model_index(report, name))
     return report
-
-
-def _is_mini(original: str | None) -> bool:
-    from .hub import default_pretrained_model_name_or_path
-
-    return original is None or Path(original).resolve() == Path(default_pretrained_model_name_or_path()).resolve()
 
 
 def _write_json(path: Path, data) -> None:
@@ -247,8 +252,8 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
                preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True):
     """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result."""
     from .attacks import get_attack, preset_config
+    from .domains import domain_for_model
     from .hub import default_pretrained_model_name_or_path, load_pipeline
-    from .judges import judge_for_task
 
     attack_cls = get_attack(method)
     run = _run_info(unlearned)
@@ -258,8 +263,9 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
             raise ValueError(f"Pass --task: the unlearned run names {concepts or 'no'} concept(s).")
         task = concepts[0]
     original = original or run.get("base_model")
-    config = preset_config(attack_cls, preset, _is_mini(original), attack_kwargs, seed)
-    the_judge = judge_for_task(task, judge, threshold)
+    world = domain_for_model(original)
+    config = preset_config(attack_cls, preset, world, attack_kwargs, seed)
+    the_judge = world.judge(task, judge, threshold)
     unlearned_pipe = load_pipeline(unlearned)
     original_pipe = None
     if attack_cls.needs_original:

@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 
 logger = logging.getLogger(__name__)
-MINI_GENERATION = {"num_inference_steps": 25, "guidance_scale": 5.0}
+from .domains.mini import MINI_GENERATION  # noqa: E402,F401  (the mini world's sampling settings, re-exported)
 
 
 def generate_images(pipe, prompts: list[str], seeds: list[int], batch_size: int = 32, progress: bool = True,

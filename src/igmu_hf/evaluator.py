@@ -69,8 +69,8 @@ class EvalIGMUConfig(ConfigBase):
     attack: str | None = field(default=None, metadata={"help": "Attack for the robustness aspect, e.g. "
                                "'unlearndiffatk' (None: robustness is skipped)."})
     attack_kwargs: dict = field(default_factory=dict)
-    mini_world: bool | None = field(default=None, metadata={"help": "Evaluate mini-world models (mini prompts and "
-                                    "detectors); None: when the task is a mini-world concept."})
+    domain: str | None = field(default=None, metadata={"help": "Concept world of the models ('mini', 'real'): its "
+                               "prompt sets, detectors and sampling settings; None: the world that owns the task."})
 
     def __post_init__(self):
         if not self.task:
@@ -105,30 +105,24 @@ class EvalIGMU:
         except ValueError as err:
             raise ValueError(f"Unknown task {config.task!r}: {err} Pass a CatIGMU target (see `igmu categorize`).") \
                 from err
-        from .mini.domain import concept_of_word
+        from .domains import domain_of_concept, get_domain
 
-        self.mini = config.mini_world if config.mini_world is not None else (
-            self.spec.source == "mini" or concept_of_word(self.spec.target) is not None)
-        from .metrics.loaders import REAL_DETECTORS, mini_detectors
-
-        defaults = mini_detectors() if self.mini else REAL_DETECTORS
-        self.detectors = {k: getattr(config, k) or v for k, v in defaults.items()}
-        self.generation_kwargs = dict(config.generation_kwargs)
-        if self.mini:
-            from .evaluation import MINI_GENERATION
-
-            self.generation_kwargs = {**MINI_GENERATION, **self.generation_kwargs}
+        self.domain = get_domain(config.domain) if config.domain is not None else domain_of_concept(self.spec.target)
+        # the world's prompt sets, when it has them for the task (the real world has none: pass prompts)
+        self.world_prompts = self.domain.task_prompts(self.spec.target, config.num_prompts) \
+            if self.domain.owns_concept(self.spec.target) else None
+        self.detectors = {k: getattr(config, k) or v for k, v in self.domain.metric_detectors.items()}
+        self.generation_kwargs = {**self.domain.generation_kwargs, **config.generation_kwargs}
         self.forget_prompts, self.unrelated_prompts = self._prompts()
         self._loaded: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ prompts and jobs
     def _prompts(self) -> tuple[list[str], list[str]]:
         forget, unrelated = list(self.config.forget_prompts), list(self.config.unrelated_prompts)
-        if self.mini:
-            from .mini.prompts import task_prompts
-
+        if self.world_prompts:
+            task_prompts = self.domain.task_prompts
             n = self.config.num_prompts
-            tp = task_prompts(self.spec.target, n)
+            tp = self.world_prompts
             if not forget:  # alternate prompts that keep context after do-1 (CSDR's pairs) with bare ones
                 pool = list(dict.fromkeys(task_prompts(self.spec.target, 64)["target_prompts"]))
                 rich = [p for p in pool if self.spec.do1(p).strip()]
@@ -251,8 +245,9 @@ class EvalIGMU:
         words = " ".join([self.spec.target, self.spec.subject or ""]).lower().split()
         if is_nudity(self.spec.target) or any(w in HUMAN_WORDS for w in words):
             return "person"
-        if self.mini and self.spec.task == "Status":  # mini textures are bound to the object, as nudity to a person
-            return "object"
+        bound = self.domain.bound_subject_class(self.spec)  # e.g. the mini world's textures are bound to the object
+        if bound:
+            return bound
         raise Skipped(f"the YOLO person rate applies to human-bound tasks (nudity, person); {self.spec.target!r} is "
                       f"{self.spec.category}")
 
@@ -438,12 +433,7 @@ class EvalIGMU:
             model, processor, _ = self._get("clip")
             from .metrics.legacy import clip_zero_shot
 
-            candidates = [self.spec.target, *[a for a in self.spec.alternatives if a != self.spec.target]]
-            if self.mini:
-                from .mini.prompts import factor_values, task_prompts
-
-                candidates = [self.spec.target] + [v for v in factor_values(task_prompts(self.spec.target, 1)["factor"])
-                                                   if v != self.spec.target]
+            candidates = self.domain.zero_shot_candidates(self.spec)
             if len(candidates) < 2:
                 raise Skipped(f"CatIGMU lists no alternative classes for {self.spec.target!r}")
             return clip_zero_shot([mine[i] for i in forget_ids], self.spec.target, candidates, model, processor)
@@ -474,13 +464,12 @@ class EvalIGMU:
 
     def _attack(self, name: str, pipelines: dict, original: str, out: Path, progress: bool) -> dict:
         from .attacks import get_attack, preset_config
-        from .judges import judge_for_task
         from .metrics.robustness import asr_from_outcomes
 
         attack_cls = get_attack(self.config.attack)
-        config = preset_config(attack_cls, None, self.mini, self.config.attack_kwargs, self.config.seed)
+        config = preset_config(attack_cls, None, self.domain, self.config.attack_kwargs, self.config.seed)
         folder = out / "attacks" / name
-        result = attack_cls(config).run(pipelines[name], judge_for_task(self.spec.target), self.spec.target,
+        result = attack_cls(config).run(pipelines[name], self.domain.judge(self.spec.target), self.spec.target,
                                         prompts=self.forget_prompts, original=pipelines[original],
                                         output_dir=str(folder), progress=progress)
         return {**asr_from_outcomes(result.outcomes), "attack": self.config.attack, "judge": result.judge,

@@ -91,8 +91,10 @@ def render_model_card(metadata: dict[str, Any], base_model: str) -> str:
     """Fill the model card template from a run's metadata (huggingface_hub.ModelCard, Jinja)."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    family_tag = {"sdxl": "stable-diffusion-xl", "sd3": "stable-diffusion-3"}.get(metadata.get("model_family"),
+                                                                                 "stable-diffusion")
     card_data = ModelCardData(library_name="diffusers", base_model=base_model, license="other",
-                              tags=["igmu", "unlearning", f"unlearning-{metadata['method']}", "stable-diffusion"])
+                              tags=["igmu", "unlearning", f"unlearning-{metadata['method']}", family_tag])
     card = ModelCard.from_template(card_data, template_path=str(_TEMPLATE), metadata=metadata,
                                    metadata_json=json.dumps(metadata, indent=2, sort_keys=True), base_model=base_model)
     return str(card)
@@ -134,10 +136,9 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     try:
         result.pipeline.save_pretrained(tmp, safe_serialization=True)
         if result.lora_state_dict is not None:  # the adapter too: pipe.load_lora_weights(output_dir) on the base
-            from diffusers import StableDiffusionPipeline
+            from .families import family_of
 
-            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=result.lora_state_dict,
-                                                      safe_serialization=True)
+            family_of(result.pipeline).save_lora(tmp, result.lora_state_dict)
         for name, tensors in result.extra_tensors.items():  # e.g. Dark Miner's mined embeddings
             from safetensors.torch import save_file
 

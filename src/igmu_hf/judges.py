@@ -141,16 +141,11 @@ class NudeNetJudge(ConceptJudge):
                 "nudenet_version": md.version("nudenet")}
 
 
-def judge_for_task(task: str, judge: str | None = None, threshold: float | None = None) -> ConceptJudge:
-    """The judge of a task: ``"mini"`` (the mini classifier) for mini concepts, ``"nudenet"`` for nudity, or the one
-    named by ``judge``; ``threshold`` overrides the judge's default."""
-    from .mini.domain import concept_of_word
+def judge_for_task(task: str, judge: str | None = None, threshold: float | None = None, domain=None) -> ConceptJudge:
+    """The judge of a task in its concept world (``domain``, default: the world that owns the task): ``"mini"``
+    (the mini classifier) for mini concepts, ``"nudenet"`` for nudity, or the one named by ``judge``;
+    ``threshold`` overrides the judge's default."""
+    from .domains import domain_of_concept, get_domain
 
-    if judge is None:
-        judge = "mini" if concept_of_word(task) is not None else "nudenet" if is_nudity(task) else None
-    if judge == "mini":
-        return MiniConceptJudge.from_pretrained(task, threshold=threshold)
-    if judge == "nudenet":
-        return NudeNetJudge() if threshold is None else NudeNetJudge(threshold=threshold)
-    raise ValueError(f"No judge for task {task!r}: pass --judge mini (mini-world concepts) or --judge nudenet "
-                     f"(nudity), or call the library with your own ConceptJudge.")
+    world = get_domain(domain) if domain is not None else domain_of_concept(task)
+    return world.judge(task, judge, threshold)

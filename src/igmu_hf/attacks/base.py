@@ -51,7 +51,8 @@ class AttackConfig(ConfigBase):
     defaults_version: ClassVar[str] = "1"
     identity_keys: ClassVar[tuple[str, ...]] = ("attack", "defaults_version")
     budget_fields: ClassVar[tuple[str, ...]] = ()
-    # Small budgets for the embedded mini world and CI; the field defaults stay the papers'.
+    # Small budgets for the embedded mini world and CI; the field defaults stay the papers'. The sampling settings
+    # come from the concept world (igmu_hf.domains): the mini world's 25 steps, CFG 5.
     fast_preset: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self):
@@ -63,8 +64,10 @@ class AttackConfig(ConfigBase):
 
     @classmethod
     def fast(cls, **overrides) -> "AttackConfig":
-        """The fast preset (mini world, CI) with ``overrides`` on top."""
-        return cls.from_dict({**cls.fast_preset, **overrides})
+        """The fast preset on the mini world (its sampling settings, the small budgets) with ``overrides`` on top."""
+        from ..domains import get_domain
+
+        return cls.from_dict({**get_domain("mini").sampling_fields(cls), **cls.fast_preset, **overrides})
 
     def generation_kwargs(self) -> dict[str, Any]:
         return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale}
@@ -91,15 +94,20 @@ class AttackOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def preset_config(attack_cls, preset: str | None, mini: bool, attack_kwargs: dict | None, seed: int):
-    """The attack's config: the fast preset on the mini world (or when asked), the papers' budgets otherwise, then
-    the user's fields."""
-    preset = preset or ("fast" if mini else "paper")
+def preset_config(attack_cls, preset: str | None, domain, attack_kwargs: dict | None, seed: int):
+    """The attack's config in a concept world (a :class:`~igmu_hf.domains.Domain` or its name): the world's
+    sampling settings, the budgets of ``preset`` (default: the world's, 'fast' on the mini world, the papers'
+    otherwise), then the user's fields."""
+    from ..domains import get_domain
+
+    world = get_domain(domain)
+    preset = preset or world.attack_preset
     if preset not in ("fast", "paper"):
         raise ValueError(f"`preset` must be 'fast' or 'paper', got {preset!r}.")
-    fields = {**(attack_cls.config_class.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
+    cls = attack_cls.config_class
+    fields = {**world.sampling_fields(cls), **(cls.fast_preset if preset == "fast" else {}), **(attack_kwargs or {}),
               "seed": seed}
-    return attack_cls.config_class.from_dict(fields)
+    return cls.from_dict(fields)
 
 
 def attack_success_rate(outcomes: list[AttackOutcome]) -> dict[str, Any]:
@@ -147,6 +155,7 @@ class AttackContext:
     prepared: bool = False
     prepare_seconds: float = 0.0
     prepare_unet_passes: int = 0
+    family: Any = None  # the unlearned pipeline's ModelFamily
 
 
 class Attack:
@@ -198,6 +207,10 @@ class Attack:
 
         from ..taxonomy import TaskSpec, categorize
 
+        from ..families import family_of
+
+        # the attacks search and learn free token embeddings of one CLIP encoder (SD1.x, SD2.x)
+        family_of(unlearned).require("single_text_encoder", f"The {self.config.attack} attack")
         spec = task if isinstance(task, TaskSpec) else categorize(task)
         judge.check_task(spec)
         if prompts is None:
@@ -232,7 +245,8 @@ class Attack:
                                                               "partial": True}))
             state.wait_for_everyone()
         exclude = spec.target_words if self.config.exclude_target_words else []
-        ctx = AttackContext(unlearned, original, judge, spec, out, exclude, prompts, seeds, progress)
+        ctx = AttackContext(unlearned, original, judge, spec, out, exclude, prompts, seeds, progress,
+                            family=family_of(unlearned))
         todo_all = [i for i in range(len(prompts)) if i not in done]
         with state.split_between_processes(todo_all) as mine:
             shard = out / f"outcomes.rank{state.process_index}.jsonl" if out is not None else None
@@ -329,15 +343,15 @@ class Attack:
 # Helpers the attacks share.
 
 def default_attack_prompts(spec, n: int = 8) -> list[str]:
-    """The mini world's target prompts for a mini concept; real targets need explicit prompts."""
-    from ..mini.domain import concept_of_word
+    """The built-in attack prompts of the world that owns the target (the mini world's for mini concepts); other
+    targets need explicit prompts (the papers attack with I2P and similar sets)."""
+    from ..domains import domain_of_concept
 
-    if concept_of_word(spec.target) is None:
+    world = domain_of_concept(spec.target)
+    if not world.builtin_attack_prompts:
         raise ValueError(f"Pass `prompts` (--prompts_file) for {spec.target!r}: only mini-world concepts have "
                          f"built-in attack prompts.")
-    from ..mini.prompts import task_prompts
-
-    return task_prompts(spec.target, n)["target_prompts"]
+    return world.target_prompts(spec, n)
 
 
 def same_vocabulary(a, b) -> bool:
@@ -359,12 +373,10 @@ def generate_one(pipe, prompt: str | None, seed: int, config: AttackConfig, prom
 
 
 def sampling_timesteps(pipe, num_timesteps: int) -> torch.Tensor:
-    """The ``num_timesteps`` timesteps of the pipeline scheduler's sampling schedule (the attacks' fixed set)."""
-    from diffusers import DDIMScheduler
+    """The ``num_timesteps`` timesteps of the pipeline's own scheduler's sampling schedule (the attacks' fixed set)."""
+    from ..families import family_of
 
-    sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    sched.set_timesteps(num_timesteps)
-    return sched.timesteps.clone()
+    return family_of(pipe).sampling_timesteps(pipe, num_timesteps)
 
 
 def text_encoder_device(pipe) -> torch.device:

@@ -22,6 +22,7 @@ from tqdm.auto import trange
 
 from ..atomic import atomic_path
 from ..diffusion import add_noise
+from ..families import family_of
 from ..text import compose_token_embeddings, encode_free_tokens
 from .base import Attack, AttackConfig, AttackContext, frozen, generate_one, register_attack
 
@@ -41,7 +42,7 @@ class ConceptInversionConfig(AttackConfig):
                                                                        "are other draws than the attacked images."})
 
     budget_fields: ClassVar[tuple[str, ...]] = ("num_images", "num_steps", "train_batch_size")
-    fast_preset: ClassVar[dict[str, Any]] = {"num_inference_steps": 25, "guidance_scale": 5.0, "num_images": 16,
+    fast_preset: ClassVar[dict[str, Any]] = {"num_images": 16,
                                              "num_steps": 150, "train_batch_size": 8, "learning_rate": 0.05}
 
 
@@ -95,7 +96,8 @@ class ConceptInversion(Attack):
                 x_t = add_noise(x0[idx], t, eps, alphas)
                 cond = torch.cat([self._encode(pipe, ctx.spec, train_prompts[i], embedding) for i in idx.tolist()])
                 pred = unet(x_t.to(unet.device, unet.dtype), t.to(unet.device), cond.to(unet.dtype)).sample
-                loss = F.mse_loss(pred.float(), eps.to(pred.device))
+                target = family_of(pipe).target(pipe.scheduler, x0[idx], eps, t)  # ε, or v for v-prediction
+                loss = F.mse_loss(pred.float(), target.to(pred.device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

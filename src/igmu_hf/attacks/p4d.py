@@ -37,7 +37,7 @@ class P4DConfig(AttackConfig):
 
     budget_fields: ClassVar[tuple[str, ...]] = ("num_tokens", "insert_every", "num_steps", "num_timesteps",
                                                 "eval_every")
-    fast_preset: ClassVar[dict[str, Any]] = {"num_inference_steps": 25, "guidance_scale": 5.0, "num_tokens": 8,
+    fast_preset: ClassVar[dict[str, Any]] = {"num_tokens": 8,
                                              "num_steps": 60, "eval_every": 10}
 
 

@@ -36,7 +36,7 @@ class RingABellConfig(AttackConfig):
         default=None, metadata={"help": "Prompts with the concept that define v (default: the attacked prompts)."})
 
     budget_fields: ClassVar[tuple[str, ...]] = ("num_tokens", "population_size", "generations")
-    fast_preset: ClassVar[dict[str, Any]] = {"num_inference_steps": 25, "guidance_scale": 5.0, "num_tokens": 8,
+    fast_preset: ClassVar[dict[str, Any]] = {"num_tokens": 8,
                                              "population_size": 64, "generations": 60}
 
 

@@ -35,7 +35,7 @@ class UnlearnDiffAtkConfig(AttackConfig):
     weight_decay: float = field(default=0.1, metadata={"help": "Adam weight decay."})
 
     budget_fields: ClassVar[tuple[str, ...]] = ("prefix_length", "num_steps", "num_timesteps")
-    fast_preset: ClassVar[dict[str, Any]] = {"num_inference_steps": 25, "guidance_scale": 5.0, "num_steps": 30}
+    fast_preset: ClassVar[dict[str, Any]] = {"num_steps": 30}
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -81,7 +81,8 @@ class UnlearnDiffAtk(Attack):
                 prefix = (hard + w - w.detach()) @ table
                 cond = encode_free_tokens(tok, te, compose_token_embeddings(tok, te, [prefix, prompt])[None])
                 pred = unet(x_t.to(unet.device, unet.dtype), t.to(unet.device), cond.to(unet.dtype)).sample
-                loss = F.mse_loss(pred.float(), eps[None].to(pred.device))
+                target = ctx.family.target(pipe.scheduler, x0[None], eps[None], t)  # ε, or v for v-prediction
+                loss = F.mse_loss(pred.float(), target.to(pred.device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -22,6 +22,8 @@ class Domain:
     attack_preset: str = "paper"
     # detectors the metrics use (MultClf, CLIP, YOLO, FID features), by id
     metric_detectors: dict[str, str] = {}
+    # whether ``target_prompts`` are good attack prompts (the mini world's are; real attacks use I2P-like sets)
+    builtin_attack_prompts: bool = False
     # CLIP of Dark Miner's verification
     verification_clip: str = "openai/clip-vit-large-patch14"
 
@@ -53,7 +55,20 @@ class Domain:
         raise ValueError(f"The {self.name} world has no built-in prompts for {spec.target!r}; pass prompts "
                          f"(--prompts_file / unsafe_prompts).")
 
+    def task_prompts(self, target: str, n: int = 8) -> dict | None:
+        """The evaluator's prompt sets of a target of this world (``target_prompts``, ``unrelated``), or None when
+        the world has none (the user passes prompts)."""
+        return None
+
     # ---- judges and detectors ----
+    def zero_shot_candidates(self, spec: "TaskSpec") -> list[str]:
+        """Classes of the legacy CLIP zero-shot metric: the target and its CatIGMU alternatives."""
+        return [spec.target, *[a for a in spec.alternatives if a != spec.target]]
+
+    def bound_subject_class(self, spec: "TaskSpec") -> str | None:
+        """A detector class (besides 'person') whose presence must survive unlearning ``spec`` (YOLO rate)."""
+        return None
+
     def judge(self, task: str, name: str | None = None, threshold: float | None = None):
         """The :class:`~igmu_hf.judges.ConceptJudge` of ``task`` (or the judge called ``name``)."""
         from ..judges import MiniConceptJudge, NudeNetJudge

@@ -17,6 +17,7 @@ class MiniDomain(Domain):
     name = "mini"
     generation_kwargs = MINI_GENERATION
     attack_preset = "fast"
+    builtin_attack_prompts = True
 
     @property
     def metric_detectors(self) -> dict[str, str]:  # all shipped in the package
@@ -101,6 +102,16 @@ class MiniDomain(Domain):
         from ..mini.prompts import task_prompts
 
         return task_prompts(target, n)
+
+    def zero_shot_candidates(self, spec) -> list[str]:
+        """The target and the other values of its factor."""
+        from ..mini.prompts import factor_values, task_prompts
+
+        return [spec.target] + [v for v in factor_values(task_prompts(spec.target, 1)["factor"]) if v != spec.target]
+
+    def bound_subject_class(self, spec) -> str | None:
+        """Textures (Status) are bound to their object, as nudity to a person: the tiny YOLO's 'object' class."""
+        return "object" if spec.task == "Status" else None
 
     # ---- judges ----
     def default_judge(self, task: str) -> str | None:

@@ -21,9 +21,13 @@ class MethodConfig(ConfigBase):
     method: ClassVar[str] = ""
     defaults_version: ClassVar[str] = "1"
     identity_keys: ClassVar[tuple[str, ...]] = ("method", "defaults_version")
-    # Overrides for the embedded mini world (applied by the CLI and examples when the base model is the mini one);
-    # the field defaults stay the paper's.
+    # Overrides for the embedded mini world (the mini Domain applies them, after its sampling settings, when the
+    # base model is the mini one); the field defaults stay the paper's.
     mini_preset: ClassVar[dict[str, Any]] = {}
+    # The config field that takes preserve prompts (``--preserve``), if any, and whether CatIGMU's preserve prompts
+    # fill it by default (UCE's paper preserves a set; DUO's and Dark Miner's have no such term).
+    preserve_field: ClassVar[str | None] = None
+    preserve_by_default: ClassVar[bool] = False
 
     def __post_init__(self):
         if isinstance(self.concepts, str):
@@ -83,18 +87,27 @@ class Unlearner:
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}.")
         self.config = config
 
+    @classmethod
+    def domain_kwargs(cls, domain) -> dict[str, Any]:
+        """Constructor arguments this method takes from the concept world (DUO's detector and prompts ...)."""
+        return {}
+
     def unlearn(self, pipeline) -> UnlearnResult:
         start = time.perf_counter()
         edited = self._unlearn(pipeline)
         runtime = time.perf_counter() - start
-        params = dict(pipeline.unet.named_parameters())
+        from ..families import family_of
+
+        family = family_of(pipeline)
+        denoiser = family.denoiser(pipeline)
+        params = dict(denoiser.named_parameters())
         count = sum(params[n].numel() for n in edited if n in params)
-        total = sum(p.numel() for p in pipeline.unet.parameters())
+        total = sum(p.numel() for p in denoiser.parameters())
         return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique,
-                             extra={"multi_concept": self.multi_concept})
+                             extra={"multi_concept": self.multi_concept, "model_family": family.name})
 
     def _unlearn(self, pipeline) -> list[str]:
-        """Edit ``pipeline`` in place; return the names of the UNet parameters that were changed."""
+        """Edit ``pipeline`` in place; return the names of the denoiser parameters that were changed."""
         raise NotImplementedError
 
 

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..diffusion import adapters_disabled, add_lora, add_noise, encode_images, fuse_lora_into_unet
+from ..families import family_of
 from ..text import encode_free_tokens, encode_prompts
 from .base import MethodConfig, Unlearner, register_method
 
@@ -85,10 +86,16 @@ class DarkMinerConfig(MethodConfig):
     num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps of every generation."})
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale of every generation."})
     clip_model_name_or_path: str | None = field(default=None, metadata={
-        "help": "CLIP of verification (default: openai/clip-vit-large-patch14; the mini CLIP on the mini world)."})
+        "help": "CLIP of verification (default: the concept world's; openai/clip-vit-large-patch14 in the real "
+                "world, the mini CLIP on the mini world)."})
+    preserve_prompts: list[str] = field(default_factory=list, metadata={
+        "help": "Extra preserved conditions (igmu --preserve): each circumvent step adds "
+                "α_p‖ε_θ(x_t, c_p) − ε*(x_t, c_p)‖² for one of them in turn. The paper has only c₀; empty = the paper's."})
 
-    mini_preset = {  # the embedded mini world, scaled to minutes on a CPU (see tests/test_darkminer_mini.py)
-        "num_inference_steps": 25, "guidance_scale": 5.0, "embedding_length": 8, "embedding_init": "prompt",
+    preserve_field = "preserve_prompts"
+    # the embedded mini world, scaled to minutes on a CPU (its Domain adds the sampling settings: 25 steps, CFG 5)
+    mini_preset = {
+        "embedding_length": 8, "embedding_init": "prompt",
         "pool_size": 24, "mining_epochs": 150, "mining_decay_epoch": 100, "circumvent_epochs": 150,
         "circumvent_decay_epoch": 120, "circumvent_batch_size": 4, "circumvent_images": 16, "circumvent_lr": 1.0,
         "circumvent_lr_decayed": 0.1, "max_loops": 3}
@@ -109,6 +116,10 @@ class DarkMinerConfig(MethodConfig):
             raise ValueError(f"`mining_images` (k={self.mining_images}) exceeds `pool_size` ({self.pool_size}).")
         if not self.target_modules:
             raise ValueError("`target_modules` is empty; e.g. ['attn1.to_v', 'attn2.to_v'].")
+        if isinstance(self.preserve_prompts, str):
+            self.preserve_prompts = [self.preserve_prompts]
+        if any(not isinstance(p, str) or not p.strip() for p in self.preserve_prompts):
+            raise ValueError(f"`preserve_prompts` holds an empty prompt: {self.preserve_prompts!r}.")
         if self.embedding_init not in ("random", "prompt"):
             raise ValueError(f"`embedding_init` must be 'random' or 'prompt', got {self.embedding_init!r}.")
 
@@ -156,17 +167,22 @@ def _sharded(accelerator, items: list, fn: Callable[[list], list]) -> list:
     return [flat[i] for i in range(len(items))]
 
 
-def load_clip(config: DarkMinerConfig):
-    """``(model, processor)`` of the verification CLIP (the mini CLIP on the mini world)."""
+def load_clip(config: DarkMinerConfig, domain=None):
+    """``(model, processor)`` of the verification CLIP: the config's, else the concept world's (``domain``, default
+    the world of the first concept)."""
     from transformers import CLIPImageProcessor, CLIPModel
+
+    from ..domains import domain_of_concept, get_domain
 
     path = config.clip_model_name_or_path
     if path is None:
-        from ..mini import CLIP_PATH
-        from ..taxonomy import categorize
-
-        path = CLIP_PATH if categorize(config.concepts[0]).source == "mini" else "openai/clip-vit-large-patch14"
-    return CLIPModel.from_pretrained(path).eval(), CLIPImageProcessor.from_pretrained(path)
+        world = get_domain(domain) if domain is not None else domain_of_concept(config.concepts[0])
+        path = world.verification_clip
+    try:
+        return CLIPModel.from_pretrained(path).eval(), CLIPImageProcessor.from_pretrained(path)
+    except OSError as err:
+        raise ValueError(f"Could not load the verification CLIP {path!r} ({str(err).splitlines()[0]}); pass "
+                         f"clip_model_name_or_path (a local CLIP folder) in method_kwargs.") from None
 
 
 @torch.no_grad()
@@ -223,9 +239,12 @@ class DarkMinerTrainer:
     def __init__(self, pipeline, config: DarkMinerConfig, pool_images: list | None = None, accelerator=None,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
                  checkpoints_total_limit: int | None = 2, clip=None, progress: bool = True,
-                 callback: Callable[[_RunState], None] | None = None):
+                 callback: Callable[[_RunState], None] | None = None, domain=None):
         from accelerate import Accelerator
 
+        self.family = family_of(pipeline)
+        # mining learns free token embeddings of the one CLIP encoder (SD1.x, SD2.x); SDXL/SD3 are refused here
+        self.family.require("single_text_encoder", "Dark Miner")
         self.pipe, self.config = pipeline, config
         self.acc = accelerator or Accelerator()
         self.output_dir, self.checkpointing_steps = output_dir, checkpointing_steps
@@ -246,7 +265,7 @@ class DarkMinerTrainer:
                              f"{config.mining_images}; generate or pass a larger pool.")
         self.pool_images = pool_images
         self.pool_latents = encode_images(pipeline, pool_images)
-        self.clip, self.clip_processor = clip or load_clip(config)
+        self.clip, self.clip_processor = clip or load_clip(config, domain)
         self.clip.to(self.acc.device)
         unet = pipeline.unet
         add_lora(unet, config.target_modules, config.lora_rank, config.lora_alpha, seed=config.seed)
@@ -255,7 +274,9 @@ class DarkMinerTrainer:
         pipeline.vae.requires_grad_(False)
         tok, te = pipeline.tokenizer, pipeline.text_encoder
         self.uncond, self.anchor = encode_prompts(tok, te, ["", config.anchor_prompt]).split(1)
-        self.acp = pipeline.scheduler.alphas_cumprod
+        self.preserve = encode_prompts(tok, te, config.preserve_prompts) if config.preserve_prompts else None
+        self.scheduler = self.family.training_scheduler(pipeline)
+        self.acp = self.scheduler.alphas_cumprod
         self.state = _RunState()
         self.embeddings: list[torch.Tensor] = []  # P_E, in mining order
         self.c: torch.Tensor | None = None
@@ -348,7 +369,9 @@ class DarkMinerTrainer:
             x_t = add_noise(x0[share].to(acc.device), t.to(acc.device), eps, self.acp)
             with acc.autocast():
                 cond = encode_free_tokens(tok, te, c[None]).expand(per, -1, -1)
-                loss = ((unet(x_t, t.to(acc.device), cond).sample.float() - eps) ** 2).mean()
+                # ‖ε − ε_θ‖² for ε-prediction; the family's target (v) for v-prediction models
+                target = self.family.target(self.scheduler, x0[share].to(acc.device), eps, t.to(acc.device))
+                loss = ((unet(x_t, t.to(acc.device), cond).sample.float() - target) ** 2).mean()
             (c.grad,) = torch.autograd.grad(loss, [c])  # only c: the UNet and its adapter stay frozen
             _reduce_(acc, [c])
             torch.nn.utils.clip_grad_norm_([c], cfg.mining_max_grad_norm)
@@ -403,6 +426,7 @@ class DarkMinerTrainer:
         share = slice(r * per, (r + 1) * per)
         conds_pol = torch.cat([cond_c, self.anchor, cond_0, cond_neg]).repeat_interleave(per, 0)
         conds_ref = torch.cat([self.anchor, cond_0, cond_neg]).repeat_interleave(per, 0)
+        n_terms = 4 + (self.preserve is not None)
         bar = tqdm(range(s.epoch, cfg.circumvent_epochs), desc=f"loop {s.loop}: circumvent", disable=not self.progress)
         unet.train()
         for epoch in bar:
@@ -414,13 +438,19 @@ class DarkMinerTrainer:
             t = torch.randint(0, len(self.acp), (b,), generator=g)[share].to(acc.device)
             eps = torch.randn((b, *self.circ_latents.shape[1:]), generator=g)[share].to(acc.device)
             x_t = add_noise(self.circ_latents[idx].to(acc.device), t, eps, self.acp)
+            pol_c, ref_c = conds_pol, conds_ref
+            if self.preserve is not None:  # one preserve prompt per step, in turn (extra term, --preserve)
+                c_p = self.preserve[epoch % len(self.preserve)][None].to(acc.device).expand(per, -1, -1)
+                pol_c, ref_c = torch.cat([conds_pol, c_p]), torch.cat([conds_ref, c_p])
             with acc.autocast():
-                pol = unet(x_t.repeat(4, 1, 1, 1), t.repeat(4), conds_pol).sample.float().split(per)
+                pol = unet(x_t.repeat(n_terms, 1, 1, 1), t.repeat(n_terms), pol_c).sample.float().split(per)
                 with adapters_disabled(unet), torch.no_grad():
-                    ref = unet(x_t.repeat(3, 1, 1, 1), t.repeat(3), conds_ref).sample.float().split(per)
+                    ref = unet(x_t.repeat(n_terms - 1, 1, 1, 1), t.repeat(n_terms - 1), ref_c).sample.float().split(per)
             mse = lambda a, b_: ((a - b_) ** 2).mean()  # noqa: E731
             loss = cfg.alpha_c * mse(pol[0], ref[0]) + cfg.alpha_p * (
                 mse(pol[1], ref[0]) + mse(pol[2], ref[1]) + mse(pol[3], ref[2]))
+            if self.preserve is not None:
+                loss = loss + cfg.alpha_p * mse(pol[4], ref[3])
             loss.backward()
             _reduce_(acc, params)
             torch.nn.utils.clip_grad_norm_(params, cfg.circumvent_max_grad_norm)
@@ -482,13 +512,17 @@ class DarkMinerUnlearner(Unlearner):
     def __init__(self, config: DarkMinerConfig, pool_images: list | None = None, accelerator=None,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
                  checkpoints_total_limit: int | None = 2, resume_from_checkpoint: str | None = None,
-                 progress: bool = True, callback=None):
+                 progress: bool = True, callback=None, domain=None):
         super().__init__(config)
         self.kwargs = dict(pool_images=pool_images, accelerator=accelerator, output_dir=output_dir,
                            checkpointing_steps=checkpointing_steps, checkpoints_total_limit=checkpoints_total_limit,
-                           progress=progress, callback=callback)
+                           progress=progress, callback=callback, domain=domain)
         self.resume_from_checkpoint = resume_from_checkpoint
         self.trainer: DarkMinerTrainer | None = None
+
+    @classmethod
+    def domain_kwargs(cls, domain) -> dict:
+        return {"domain": domain}
 
     def _unlearn(self, pipeline) -> list[str]:
         self.trainer = DarkMinerTrainer(pipeline, self.config, **self.kwargs)

@@ -12,6 +12,13 @@
    with lr = base_lr·100/β and λ = base_λ·β/100. The pair terms and the regulariser go through the UNet as one
    batch, so a step costs one forward/backward of the trainable UNet and one forward of the reference.
 
+Every model family runs it (:mod:`igmu_hf.families`): the errors compare the denoiser's output with the family's
+training target (ε for SD1.x, v for SD2.x v-prediction, ε − x₀ for SD3's rectified flow) on the family's noisy
+input. SD3 follows the authors' own SD3 script (naver-ai/DUO ``train/unlearn-sd3.py``): LoRA on the joint
+attention's ``to_q/k/v/out.0``, t drawn uniformly over the first ``max_timestep`` of the (descending, shifted)
+flow-matching schedule, loss weighting ``logit_normal`` (diffusers' ``compute_loss_weighting_for_sd3``: weight 1),
+the prior term at the schedule's last timestep.
+
 The loss is written here because no maintained library ships DUO (trl's DPO trainers target language models).
 """
 
@@ -24,12 +31,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..diffusion import add_lora, add_noise, encode_images, fuse_lora_into_unet, reference_forward
+from ..diffusion import add_lora, fuse_lora_into_unet, reference_forward
+from ..families import FAMILIES, Conditioning, as_conditioning, family_of
 from .base import MethodConfig, Unlearner, register_method
 
 
 logger = logging.getLogger(__name__)
-SELF_ATTENTION = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"]
+SELF_ATTENTION = FAMILIES["sd1"].modules("self")  # attn1.to_q/k/v/out.0 of SD1.x/SD2.x/SDXL UNets
 
 
 @dataclass
@@ -54,8 +62,19 @@ class DUOConfig(MethodConfig):
                 "unsafe prompt."})
     lora_rank: int = field(default=32, metadata={"help": "LoRA r."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    target_modules: list[str] = field(default_factory=lambda: list(SELF_ATTENTION),
-                                      metadata={"help": "UNet modules that get LoRA (default self-attention)."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Denoiser modules that get LoRA (default: the family's self-attention, attn1.to_q/k/v/out.0 of a "
+                "UNet; SD3: the joint attention's to_q/k/v/out.0, as DUO's SD3 script)."})
+    pair_filter: str = field(default="detector", metadata={
+        "help": "'detector': keep x⁻ only where the concept detector fires and re-edit x⁺ while it fires (the "
+                "paper's); 'none': keep every generated pair unfiltered (models no detector reads, e.g. random "
+                "weights; recorded in the card)."})
+    preserve_prompts: list[str] = field(default_factory=list, metadata={
+        "help": "Extra conditions of the output-preserving term: besides ∅ (the paper's only one), the prior term's "
+                "rows cycle over these prompts (igmu --preserve). Empty = the paper's."})
+    weighting_scheme: str = field(default="logit_normal", metadata={
+        "help": "Flow-matching families (SD3) only: diffusers' compute_loss_weighting_for_sd3 scheme of the pair "
+                "errors (DUO's SD3 script: 'logit_normal', i.e. weight 1)."})
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
 
@@ -63,10 +82,11 @@ class DUOConfig(MethodConfig):
     # world (README): the pair terms are conditioned on each pair's own prompt instead of ∅, timesteps span the whole
     # schedule, the adapter also covers the cross-attention keys/values, and lr/λ are larger. With the paper's
     # settings the DPO term falls but the mini model's circle rate does not move.
-    mini_preset = {
-        "num_inference_steps": 25, "guidance_scale": 5.0, "train_prompt": "{unsafe_prompt}", "max_timestep": 1000,
+    mini_preset = {  # the mini world's sampling settings (25 steps, CFG 5) come from its Domain
+        "train_prompt": "{unsafe_prompt}", "max_timestep": 1000,
         "base_lr": 1e-2, "base_lambda": 5e3, "max_train_steps": 600,
         "target_modules": SELF_ATTENTION + ["attn2.to_k", "attn2.to_v"]}
+    preserve_field = "preserve_prompts"
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,9 +99,15 @@ class DUOConfig(MethodConfig):
             raise ValueError(f"`sdedit_strength` must be in (0, 1], got {self.sdedit_strength}.")
         if not 0 < self.max_timestep <= 1000:
             raise ValueError(f"`max_timestep` must be in (0, 1000], got {self.max_timestep}.")
-        if not self.target_modules:
+        if self.target_modules is not None and not self.target_modules:
             raise ValueError("`target_modules` is empty; e.g. ['attn1.to_q', 'attn1.to_k', 'attn1.to_v', "
-                             "'attn1.to_out.0'].")
+                             "'attn1.to_out.0'], or None for the model family's self-attention.")
+        if self.pair_filter not in ("detector", "none"):
+            raise ValueError(f"`pair_filter` must be 'detector' or 'none', got {self.pair_filter!r}.")
+        if isinstance(self.preserve_prompts, str):
+            self.preserve_prompts = [self.preserve_prompts]
+        if any(not isinstance(p, str) or not p.strip() for p in self.preserve_prompts):
+            raise ValueError(f"`preserve_prompts` holds an empty prompt: {self.preserve_prompts!r}.")
         if self.safe_prompts is not None and self.unsafe_prompts is not None and \
                 len(self.safe_prompts) != len(self.unsafe_prompts):
             raise ValueError(f"`safe_prompts` needs one entry per unsafe prompt ({len(self.unsafe_prompts)}), got "
@@ -96,15 +122,17 @@ class DUOConfig(MethodConfig):
         return self.base_lambda * self.beta / 100.0
 
 
-def default_prompts(config: DUOConfig) -> tuple[list[str], list[str]]:
-    """Unsafe prompts (CatIGMU prompts naming each concept) and their do-2 safe counterparts."""
+def default_prompts(config: DUOConfig, domain=None) -> tuple[list[str], list[str]]:
+    """Unsafe prompts (the concept world's prompts naming each concept) and their CatIGMU do-2 (or do-1) safe
+    counterparts; given unsafe prompts without safe ones get every concept replaced."""
+    from ..domains import domain_of_concept, get_domain
     from ..taxonomy import categorize
 
+    specs = [categorize(c, domain=domain) for c in config.concepts]
     if config.unsafe_prompts is not None:
         unsafe = list(config.unsafe_prompts)
         if config.safe_prompts is not None:
             return unsafe, list(config.safe_prompts)
-        specs = [categorize(c) for c in config.concepts]
         safe = []
         for p in unsafe:
             for spec in specs:
@@ -112,35 +140,32 @@ def default_prompts(config: DUOConfig) -> tuple[list[str], list[str]]:
             safe.append(p)
         return unsafe, safe
     unsafe, safe = [], []
-    for concept in config.concepts:
-        spec = categorize(concept)
-        if spec.source == "mini":
-            from ..mini.prompts import task_prompts
-
-            prompts = task_prompts(spec.target)["target_prompts"]
-        else:
-            prompts = [f"a photo of {spec.target}", f"{spec.target}, realistic photo"]
+    for concept, spec in zip(config.concepts, specs):
+        world = get_domain(domain) if domain is not None else domain_of_concept(concept)
+        prompts = world.target_prompts(spec)
         unsafe += prompts
         safe += [spec.do2(p) if spec.replacement else spec.do1(p) for p in prompts]
     return unsafe, safe
 
 
-def build_pairs(pipeline, detector, config: DUOConfig, progress: bool = True):
+def build_pairs(pipeline, detector, config: DUOConfig, progress: bool = True, domain=None):
     """Generate, filter and SDEdit the (x⁻, x⁺) pairs; returns a ``datasets.Dataset`` with ``Image`` columns.
 
-    ``detector(images) -> list[bool]`` says whether each image shows the concept. Columns: ``unsafe``, ``safe``,
-    ``unsafe_prompt``, ``safe_prompt``, ``seed``, ``edit_retries``, ``safe_detected`` (True where the retries ran
-    out with the concept still detected; such pairs are kept and counted in the report).
+    ``detector(images) -> list[bool]`` says whether each image shows the concept (``None`` with
+    ``pair_filter='none'``: every pair is kept after one edit). Columns: ``unsafe``, ``safe``, ``unsafe_prompt``,
+    ``safe_prompt``, ``seed``, ``edit_retries``, ``safe_detected`` (True where the retries ran out with the concept
+    still detected; such pairs are kept and counted in the report). The img2img pipeline is the family's
+    (``AutoPipelineForImage2Image.from_pipe``), over the same components.
     """
     from datasets import Dataset, Features, Image, Value
-    from diffusers import StableDiffusionImg2ImgPipeline
 
-    unsafe_prompts, safe_prompts = default_prompts(config)
-    img2img = StableDiffusionImg2ImgPipeline(**{k: v for k, v in pipeline.components.items()
-                                                if k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
-                                             safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
-    img2img.set_progress_bar_config(disable=True)
+    if config.pair_filter == "none":
+        detector = None
+    elif detector is None:
+        raise ValueError("`detector` is None but `pair_filter` is 'detector'; pass a detector or set "
+                         "pair_filter='none'.")
+    unsafe_prompts, safe_prompts = default_prompts(config, domain)
+    img2img = family_of(pipeline).img2img(pipeline)
     rows = {k: [] for k in ("unsafe", "safe", "unsafe_prompt", "safe_prompt", "seed", "edit_retries",
                             "safe_detected")}
     gen_kwargs = dict(guidance_scale=config.guidance_scale, num_inference_steps=config.num_inference_steps)
@@ -153,13 +178,13 @@ def build_pairs(pipeline, detector, config: DUOConfig, progress: bool = True):
         attempt += 1
         g = torch.Generator("cpu").manual_seed(seed)
         x_neg = pipeline(unsafe_prompts[i], generator=g, **gen_kwargs).images[0]
-        if not detector([x_neg])[0]:
+        if detector is not None and not detector([x_neg])[0]:
             continue
         for retry in range(config.max_edit_retries + 1):
             g = torch.Generator("cpu").manual_seed(seed + 7919 * (retry + 1))
             x_pos = img2img(safe_prompts[i], image=x_neg, negative_prompt=unsafe_prompts[i],
                             strength=config.sdedit_strength, generator=g, **gen_kwargs).images[0]
-            still = bool(detector([x_pos])[0])
+            still = False if detector is None else bool(detector([x_pos])[0])
             if not still:
                 break
         for k, v in (("unsafe", x_neg), ("safe", x_pos), ("unsafe_prompt", unsafe_prompts[i]),
@@ -182,39 +207,57 @@ def build_pairs(pipeline, detector, config: DUOConfig, progress: bool = True):
 
 
 def pair_latents(pipeline, pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """VAE latents of the safe and unsafe images of ``pairs``."""
-    return encode_images(pipeline, list(pairs["safe"])), encode_images(pipeline, list(pairs["unsafe"]))
+    """VAE latents of the safe and unsafe images of ``pairs``, as the family's denoiser sees them."""
+    family = family_of(pipeline)
+    return family.latents(pipeline, list(pairs["safe"])), family.latents(pipeline, list(pairs["unsafe"]))
 
 
 def duo_loss(unet, ref_forward, x_pos, x_neg, cond, uncond, config: DUOConfig, generator: torch.Generator,
-             alphas_cumprod: torch.Tensor, share: slice | None = None, global_batch: int | None = None
+             scheduler, share: slice | None = None, global_batch: int | None = None, family=None
              ) -> tuple[torch.Tensor, dict]:
-    """DUO loss of one batch (card formula); ``ref_forward(x, t, c)`` is the reference UNet's prediction.
+    """DUO loss of one batch (card formula); ``ref_forward(x, t, c)`` is the reference denoiser's prediction.
 
-    Noise and timesteps are drawn from ``generator`` for ``global_batch`` pairs and this process keeps ``share`` of
-    them, so data-parallel processes see exactly the draws of the single-process batch.
+    ``cond`` (one row or one per pair) and ``uncond`` (one row or one per pair: the prior term's conditions) are
+    :class:`~igmu_hf.families.Conditioning` or bare states; ``scheduler`` the pipeline's (its training schedule);
+    ``family`` the denoiser's (default SD1.x). Noise and timesteps are drawn from ``generator`` for
+    ``global_batch`` pairs and this process keeps ``share`` of them, so data-parallel processes see exactly the
+    draws of the single-process batch.
     """
+    family = family or FAMILIES["sd1"]
     b, dev = len(x_pos), x_pos.device
     n, share = global_batch or b, share or slice(0, b)
     shape = (n, *x_pos.shape[1:])
     eps = torch.randn(shape, generator=generator)[share].to(dev)  # same ε for both members of a pair
-    t_pos = torch.randint(0, config.max_timestep, (n,), generator=generator)[share].to(dev)
-    t_neg = torch.randint(0, config.max_timestep, (n,), generator=generator)[share].to(dev)
+    t_pos = family.draw_timesteps(scheduler, n, generator, config.max_timestep)[share].to(dev)
+    t_neg = family.draw_timesteps(scheduler, n, generator, config.max_timestep)[share].to(dev)
     z = torch.randn(shape, generator=generator)[share].to(dev)
 
-    x_in = torch.cat([add_noise(x_pos, t_pos, eps, alphas_cumprod), add_noise(x_neg, t_neg, eps, alphas_cumprod), z])
-    t_in = torch.cat([t_pos, t_neg, torch.full((b,), 999, device=dev)])
-    cond = cond.expand(b, -1, -1)
-    c_in = torch.cat([cond, cond, uncond.expand(b, -1, -1)])
-    pred = unet(x_in, t_in, c_in).sample
+    x_in = torch.cat([family.noisy(scheduler, x_pos, eps, t_pos), family.noisy(scheduler, x_neg, eps, t_neg), z])
+    t_in = torch.cat([t_pos, t_neg, torch.full((b,), family.prior_timestep(scheduler), device=dev,
+                                               dtype=t_pos.dtype)])
+    cond = as_conditioning(cond).expand(b)
+    c_in = Conditioning.cat([cond, cond, as_conditioning(uncond).expand(b)])
+    pred = family.predict(unet, x_in, t_in, c_in)
     with torch.no_grad():
         ref = ref_forward(x_in, t_in, c_in)
-    err = lambda p, i: ((p[i * b:(i + 1) * b] - eps) ** 2).flatten(1).mean(1)  # noqa: E731
+    targets = (family.target(scheduler, x_pos, eps, t_pos), family.target(scheduler, x_neg, eps, t_neg))
+    weights = [_weight(family, scheduler, t, config).to(dev) for t in (t_pos, t_neg)]
+
+    def err(p, i):
+        w = weights[i].view(-1, *([1] * (p.dim() - 1)))
+        return (w * (p[i * b:(i + 1) * b] - targets[i]) ** 2).flatten(1).mean(1)
+
     d = (err(pred, 0) - err(ref, 0)) - (err(pred, 1) - err(ref, 1))
     dpo = -F.logsigmoid(-config.beta * d).mean()
     reg = ((pred[2 * b:] - ref[2 * b:]) ** 2).mean()
     loss = dpo + config.reg_lambda * reg
     return loss, {"dpo": dpo.detach(), "reg": reg.detach(), "d": d.detach().mean()}
+
+
+def _weight(family, scheduler, t, config: DUOConfig) -> torch.Tensor:
+    if family.prediction_type(scheduler) == "flow":
+        return family.loss_weight(scheduler, t, config.weighting_scheme)
+    return family.loss_weight(scheduler, t)
 
 
 def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bool = True,
@@ -238,25 +281,28 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
     if config.train_batch_size % n_proc:
         raise ValueError(f"`train_batch_size` ({config.train_batch_size}) must be a multiple of the number of "
                          f"processes ({n_proc}).")
-    unet = pipeline.unet
-    add_lora(unet, config.target_modules, config.lora_rank, config.lora_alpha, seed=config.seed)
+    family = family_of(pipeline)
+    unet = family.denoiser(pipeline)
+    add_lora(unet, config.target_modules or family.modules("self"), config.lora_rank, config.lora_alpha,
+             seed=config.seed)
     lat_pos, lat_neg = pair_latents(pipeline, pairs)
-    from ..text import encode_prompts
-
+    if config.train_prompt == "{unsafe_prompt}" and "unsafe_prompt" not in pairs.column_names:
+        raise ValueError("`train_prompt` '{unsafe_prompt}' needs an `unsafe_prompt` column in the pairs dataset; add "
+                         "it or use train_prompt ''.")
     prompts = list(pairs["unsafe_prompt"]) if config.train_prompt == "{unsafe_prompt}" else [config.train_prompt]
-    with torch.no_grad():
-        states = encode_prompts(pipeline.tokenizer, pipeline.text_encoder, prompts + [""])
-    pair_cond, uncond = states[:-1], states[-1:]
+    states = family.encode(pipeline, prompts + [""] + list(config.preserve_prompts))
+    pair_cond, prior_conds = states[:len(prompts)], states[len(prompts):]  # prior: ∅, then the preserve prompts
+    scheduler = family.training_scheduler(pipeline)
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     unet.train()
     model, opt = accelerator.prepare(unet, opt)
-    ref_forward = reference_forward(accelerator.unwrap_model(model))
+    ref_forward = reference_forward(accelerator.unwrap_model(model), family)
     dev = accelerator.device
-    acp = pipeline.scheduler.alphas_cumprod
     stats = {"loss": [], "dpo": [], "reg": []}
     lora = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    run_config = {**config.to_dict(), "pairs": _pairs_fingerprint(pairs), "num_processes": n_proc}
+    run_config = {**config.to_dict(), "pairs": _pairs_fingerprint(pairs), "num_processes": n_proc,
+                  "family": family.name}
     first = 0
     ckpt = resolve_checkpoint(resume_from_checkpoint, output_dir or ".")
     if ckpt is not None:
@@ -276,8 +322,12 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
         share = slice(rank * per, (rank + 1) * per)
         idx = torch.randint(0, len(lat_pos), (config.train_batch_size,), generator=g)[share]
         cond = pair_cond[idx] if len(pair_cond) > 1 else pair_cond
+        # the prior term's rows: ∅ alone (the paper's), or ∅ and the preserve prompts in turn over global rows
+        rows = (step * config.train_batch_size + torch.arange(config.train_batch_size)[share]) % len(prior_conds)
+        prior = prior_conds[:1] if len(prior_conds) == 1 else prior_conds[rows]
         loss, parts = duo_loss(model, ref_forward, lat_pos[idx].to(dev), lat_neg[idx].to(dev), cond.to(dev),
-                               uncond.to(dev), config, g, acp, share=share, global_batch=config.train_batch_size)
+                               prior.to(dev), config, g, scheduler, share=share,
+                               global_batch=config.train_batch_size, family=family)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, config.max_grad_norm)
         opt.step()
@@ -310,20 +360,14 @@ def _pairs_fingerprint(pairs) -> str:
                           ).hexdigest()[:16]
 
 
-def default_detector(concept: str):
-    """The mini classifier for mini-world concepts; real targets need a detector passed explicitly."""
-    from ..taxonomy import categorize
+def default_detector(concepts, domain=None):
+    """The concept world's detector of *any* of ``concepts`` (the mini classifier on mini concepts, NudeNet for
+    nudity); other real targets need ``detector=`` or ``pair_filter='none'``."""
+    from ..domains import domain_of_concept, get_domain
 
-    spec = categorize(concept)
-    if spec.source != "mini":
-        raise ValueError(f"No default detector for {concept!r}: pass `detector=` (e.g. NudeNet for nudity).")
-    from ..mini import CLASSIFIER_PATH
-    from ..mini.classifier import MiniClassifier
-    from ..mini.domain import concept_of_word
-
-    factor, value = concept_of_word(spec.target)
-    clf = MiniClassifier.from_pretrained(CLASSIFIER_PATH).eval()
-    return lambda images: [bool(v) for v in clf.detect(images, factor, value)]
+    concepts = [concepts] if isinstance(concepts, str) else list(concepts)
+    world = get_domain(domain) if domain is not None else domain_of_concept(concepts[0])
+    return world.concept_detector(concepts)
 
 
 class DUOUnlearner(Unlearner):
@@ -334,26 +378,38 @@ class DUOUnlearner(Unlearner):
 
     def __init__(self, config: DUOConfig, detector=None, pairs=None, accelerator=None, progress: bool = True,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
-                 resume_from_checkpoint: str | None = None, checkpoints_total_limit: int | None = 2, callback=None):
+                 resume_from_checkpoint: str | None = None, checkpoints_total_limit: int | None = 2, callback=None,
+                 domain=None):
         super().__init__(config)
         self.detector, self.pairs, self.accelerator, self.progress = detector, pairs, accelerator, progress
+        self.domain = domain
         self.train_kwargs = dict(output_dir=output_dir, checkpointing_steps=checkpointing_steps,
                                  resume_from_checkpoint=resume_from_checkpoint, callback=callback,
                                  checkpoints_total_limit=checkpoints_total_limit)
         self.lora = None
         self.stats: dict = {}
 
+    @classmethod
+    def domain_kwargs(cls, domain) -> dict:
+        return {"domain": domain}
+
     def _unlearn(self, pipeline) -> list[str]:
         cfg: DUOConfig = self.config
         torch.manual_seed(cfg.seed)
+        given = self.pairs is not None
         if self.pairs is None:
-            detector = self.detector or default_detector(cfg.concepts[0])
-            self.pairs = build_pairs(pipeline, detector, cfg, progress=self.progress)
+            detector = None
+            if cfg.pair_filter == "detector":
+                detector = self.detector or default_detector(cfg.concepts, self.domain)
+            self.pairs = build_pairs(pipeline, detector, cfg, progress=self.progress, domain=self.domain)
         self.stats = train_duo(pipeline, self.pairs, cfg, self.accelerator, progress=self.progress,
                                **self.train_kwargs)
         self.stats["pairs"] = len(self.pairs)
-        self.stats["pairs_still_detected"] = int(sum(self.pairs["safe_detected"]))
-        self.lora, edited = fuse_lora_into_unet(pipeline.unet)
+        if "safe_detected" in self.pairs.column_names:
+            self.stats["pairs_still_detected"] = int(sum(self.pairs["safe_detected"]))
+        self.stats["pair_filter"] = "given pairs" if given else cfg.pair_filter
+        family = family_of(pipeline)
+        self.lora, edited = fuse_lora_into_unet(family.denoiser(pipeline), family)
         return edited
 
     def unlearn(self, pipeline):

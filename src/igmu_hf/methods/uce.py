@@ -8,13 +8,18 @@ with c_e the text-encoder states of the erase prompt from the concept's last tok
 c*_e the same positions of the guide prompt (default " "), c_p those of the preserved prompts, λ = 0.5 and
 s_p = max(0.1, 1/|preserve|). Because the right-hand side factors as W·A·B⁻¹ with A, B shared by every layer,
 one d×d solve serves all layers (same result as the per-layer formula, far less work on SD-sized models).
+
+The states come from the model family (:mod:`igmu_hf.families`): one CLIP encoder on SD1.x/SD2.x; on SDXL both
+encoders' penultimate states concatenated, which is what its ``attn2.to_k``/``to_v`` take. SD3 has no cross-attention
+(its joint-attention text projections see per-block modulated states, not the encoders' output) and is refused.
 """
 
 from dataclasses import dataclass, field
 
 import torch
 
-from ..text import check_concept_in_vocab, encode_prompts, last_token_index
+from ..families import family_of
+from ..text import check_concept_in_vocab, last_token_index
 from .base import MethodConfig, Unlearner, register_method
 
 
@@ -31,6 +36,9 @@ class UCEConfig(MethodConfig):
     preserve_scale: float | None = field(
         default=None, metadata={"help": "s_p; default max(0.1, 1/|preserve|) as the paper."})
     erase_scale: float = field(default=1.0, metadata={"help": "Weight of the erase terms."})
+
+    preserve_field = "preserve_concepts"
+    preserve_by_default = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -49,9 +57,10 @@ class UCEConfig(MethodConfig):
             self.preserve_scale = max(0.1, 1.0 / len(self.preserve_concepts)) if self.preserve_concepts else 0.1
 
 
-def _aligned_states(tokenizer, text_encoder, prompt: str, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _aligned_states(pipeline, prompt: str, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
     """States of ``prompt`` and ``guide`` from each one's last token on, cut to the same length (as UCE does)."""
-    states = encode_prompts(tokenizer, text_encoder, [prompt, guide]).double()
+    states = family_of(pipeline).encode(pipeline, [prompt, guide]).states.double()
+    tokenizer = pipeline.tokenizer
     i, j = last_token_index(tokenizer, prompt), last_token_index(tokenizer, guide)
     n = states.shape[1] - max(i, j)
     return states[0, i:i + n], states[1, j:j + n]
@@ -68,17 +77,22 @@ def uce_projection(c_erase: torch.Tensor, c_guide: torch.Tensor, c_preserve: tor
     return torch.linalg.solve(b, a.T).T
 
 
-def uce_edit_layers(unet, m: torch.Tensor) -> list[str]:
-    """Apply W' = W·M to every ``attn2.to_k`` / ``attn2.to_v`` weight of ``unet``; return their names."""
+def uce_edit_layers(unet, m: torch.Tensor, modules: tuple[str, ...] = ("attn2.to_k", "attn2.to_v")) -> list[str]:
+    """Apply W' = W·M to every weight of the ``modules`` projections (cross-attention K/V) of ``unet``; return their
+    names."""
     edited = []
+    suffixes = tuple(f"{m_}.weight" for m_ in modules)
     with torch.no_grad():
         for name, param in unet.named_parameters():
-            if "attn2.to_k.weight" in name or "attn2.to_v.weight" in name:
+            if name.endswith(suffixes):
+                if param.shape[1] != m.shape[0]:
+                    raise ValueError(f"{name} takes {param.shape[1]}-wide inputs but the text states are "
+                                     f"{m.shape[0]} wide; UCE needs the projections the text encoder output feeds.")
                 param.copy_((param.double() @ m.to(param.device)).to(param.dtype))
                 edited.append(name)
     if not edited:
-        raise ValueError("The UNet has no cross-attention `attn2.to_k`/`attn2.to_v` weights; UCE needs an SD-style "
-                         "UNet2DConditionModel.")
+        raise ValueError(f"The denoiser has no cross-attention {list(modules)} weights; UCE needs an SD-style "
+                         f"UNet2DConditionModel.")
     return edited
 
 
@@ -91,21 +105,23 @@ class UCEUnlearner(Unlearner):
 
     def _unlearn(self, pipeline) -> list[str]:
         cfg: UCEConfig = self.config
-        tok, enc = pipeline.tokenizer, pipeline.text_encoder
+        family = family_of(pipeline)
+        family.require("cross_attention_kv", "UCE")
+        tok = pipeline.tokenizer
         for concept in cfg.concepts + [c for c in cfg.preserve_concepts]:
             check_concept_in_vocab(tok, concept)
         erase, guide = [], []
         for concept, g in zip(cfg.concepts, cfg.guide_concepts):
             for template in cfg.erase_templates:
-                ce, cg = _aligned_states(tok, enc, template.format(concept), template.format(g).strip() or " ")
+                ce, cg = _aligned_states(pipeline, template.format(concept), template.format(g).strip() or " ")
                 erase.append(ce)
                 guide.append(cg)
-        preserve = [_aligned_states(tok, enc, p, p)[0] for p in cfg.preserve_concepts]
+        preserve = [_aligned_states(pipeline, p, p)[0] for p in cfg.preserve_concepts]
         d = erase[0].shape[1]
         c_p = torch.cat(preserve) if preserve else torch.zeros(0, d, dtype=torch.float64)
         m = uce_projection(torch.cat(erase).cpu(), torch.cat(guide).cpu(), c_p.cpu(), cfg.lamb, cfg.preserve_scale,
                            cfg.erase_scale)
-        return uce_edit_layers(pipeline.unet, m)
+        return uce_edit_layers(family.denoiser(pipeline), m, tuple(family.modules("cross_kv")))
 
 
 register_method("uce", UCEUnlearner)

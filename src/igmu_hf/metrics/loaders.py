@@ -7,15 +7,14 @@ from functools import lru_cache
 from typing import Any
 
 
-REAL_DETECTORS = {"multclf": "igmu/multclf", "clip": "openai/clip-vit-large-patch14", "yolo": "yolov8n.pt",
-                  "fid_feature_extractor": "inception"}
+from ..domains.real import REAL_DETECTORS  # noqa: F401  (the real world's detector ids, re-exported)
 
 
 def mini_detectors() -> dict[str, str]:
     """The mini world's detectors (all shipped in the package)."""
-    from ..mini import CLIP_PATH, MULTCLF_PATH, YOLO_PATH
+    from ..domains import get_domain
 
-    return {"multclf": MULTCLF_PATH, "clip": CLIP_PATH, "yolo": YOLO_PATH, "fid_feature_extractor": f"clip:{CLIP_PATH}"}
+    return get_domain("mini").metric_detectors
 
 
 def resolve(kind: str, name: str | None) -> str:
