@@ -142,3 +142,25 @@ def test_saved_run_has_the_adapter_and_the_mined_embeddings(tiny_pipeline_dir, p
     fused = draw(result.pipeline)
     assert np.abs(fused - base).max() > 1e-4
     np.testing.assert_allclose(draw(stock), fused, atol=1e-4)
+
+
+def test_preserve_reaches_dark_miner_and_adds_its_term(tiny_pipeline_dir, pool, tmp_path):
+    """``--preserve`` lands in Dark Miner's config (it was dropped) and adds a preservation term to circumventing."""
+    from igmu_hf.cli import run_unlearn
+    from igmu_hf.mini import CLIP_PATH
+
+    kwargs = {k: v for k, v in TINY.items() if k != "concepts"}
+    folder, result = run_unlearn("darkminer", ["circle"], str(tmp_path / "dm"), tiny_pipeline_dir,
+                                 preserve=["a red square"], method_kwargs={**kwargs, "max_loops": 1,
+                                                                          "clip_model_name_or_path": CLIP_PATH})
+    import json
+
+    assert json.loads((folder / "igmu_run.json").read_text())["config"]["preserve_prompts"] == ["a red square"]
+
+    adapters = []
+    for preserve in ([], ["a red square"]):
+        trainer = DarkMinerTrainer(_tiny_pipe(tiny_pipeline_dir), DarkMinerConfig(**{**TINY, "max_loops": 1,
+                                   "preserve_prompts": preserve}), pool_images=pool, progress=False)
+        trainer.train()
+        adapters.append({n: p.detach().clone() for n, p in trainer.lora_params.items()})
+    assert max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0]) > 1e-6

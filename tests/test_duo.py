@@ -1,5 +1,7 @@
 """DUO: the loss is the card's formula, pairs are built and filtered by the detector, the LoRA round-trips."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,41 @@ def test_adapters_of_two_concepts_combine_with_set_adapters(tiny_pipeline_dir, t
     single.load_lora_weights(str(folders[0]))
     np.testing.assert_allclose(only_circle, draw(single), atol=1e-4)  # set_adapters selects, and
     assert np.abs(both - only_circle).max() > 1e-4  # the second concept's adapter acts on top of the first
+
+
+def test_default_detector_fires_on_any_of_several_concepts(mini_pipeline):
+    """DUO's pair filter for concepts=['circle', 'square'] keeps squares too (it was built from concepts[0] only)."""
+    from igmu_hf.evaluation import MINI_GENERATION, generate_images
+    from igmu_hf.methods.duo import default_detector
+
+    squares = generate_images(mini_pipeline, ["a red square", "a blue square", "a square"], [0, 1, 2],
+                              progress=False, **MINI_GENERATION)
+    circles = generate_images(mini_pipeline, ["a red circle", "a green circle"], [0, 1], progress=False,
+                              **MINI_GENERATION)
+    only_circle, both = default_detector(["circle"]), default_detector(["circle", "square"])
+    assert not any(only_circle(squares)) and all(only_circle(circles))
+    assert all(both(squares)) and all(both(circles))
+
+
+def test_preserve_reaches_duo_and_conditions_its_prior_term(tiny_pipeline_dir, tmp_path):
+    """``igmu unlearn --preserve`` lands in DUO's config (it was dropped) and changes what the prior term keeps."""
+    from igmu_hf.cli import run_unlearn
+    from igmu_hf.diffusion import lora_state_dict
+    from igmu_hf.methods.duo import train_duo
+
+    kwargs = {"pair_filter": "none", "num_pairs": 2, "num_inference_steps": 2, "max_train_steps": 2,
+              "lora_rank": 4, "lora_alpha": 4, "unsafe_prompts": ["a circle"], "safe_prompts": ["a square"]}
+    folder, result = run_unlearn("duo", ["circle"], str(tmp_path / "duo"), tiny_pipeline_dir,
+                                 preserve=["a red square"], method_kwargs=kwargs)
+    run = json.loads((folder / "igmu_run.json").read_text())
+    assert run["config"]["preserve_prompts"] == ["a red square"] == result.config.preserve_prompts
+
+    pairs = _tiny_pairs(_tiny_pipe(tiny_pipeline_dir))
+    adapters = []
+    for preserve in ([], ["a red square", "a blue star"]):
+        cfg = DUOConfig(concepts=["circle"], max_train_steps=3, train_batch_size=2, lora_rank=4, lora_alpha=4,
+                        base_lr=1.0, base_lambda=10.0, preserve_prompts=preserve)
+        pipe = _tiny_pipe(tiny_pipeline_dir)
+        train_duo(pipe, pairs, cfg, progress=False)
+        adapters.append(lora_state_dict(pipe.unet))
+    assert max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0]) > 1e-6

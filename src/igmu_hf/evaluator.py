@@ -203,7 +203,8 @@ class EvalIGMU:
                 self._loaded[key] = err
             except Exception as err:  # offline hub ids, missing weights: skip the metric, say why
                 logger.warning("Could not load %s (%s); its metrics are skipped.", key, err)
-                self._loaded[key] = Skipped(f"could not load {key} {self.detectors.get(key, '')!r}: "
+                name = self.detectors.get(key, self.detectors.get(f"{key}_feature_extractor", ""))
+                self._loaded[key] = Skipped(f"could not load {key} {name!r}: "
                                             f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
         value = self._loaded[key]
         if isinstance(value, Skipped):

@@ -128,11 +128,11 @@ def default_prompts(config: DUOConfig, domain=None) -> tuple[list[str], list[str
     from ..domains import domain_of_concept, get_domain
     from ..taxonomy import categorize
 
+    if config.unsafe_prompts is not None and config.safe_prompts is not None:
+        return list(config.unsafe_prompts), list(config.safe_prompts)
     specs = [categorize(c, domain=domain) for c in config.concepts]
     if config.unsafe_prompts is not None:
         unsafe = list(config.unsafe_prompts)
-        if config.safe_prompts is not None:
-            return unsafe, list(config.safe_prompts)
         safe = []
         for p in unsafe:
             for spec in specs:
