@@ -58,7 +58,7 @@ def test_duo_runs_end_to_end_and_its_lora_loads_into_the_stock_pipeline(family, 
 
 
 def test_duo_takes_pairs_given_as_a_dataset(family_dirs):
-    from datasets import Dataset, Features, Image, Value
+    from datasets import Dataset, Features, Image
     from PIL import Image as PILImage
 
     from igmu_hf.hub import load_pipeline

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import save_image_atomic, write_text_atomic
 from ..config import ConfigBase, Registry
+from ..families import family_of
 
 
 logger = logging.getLogger(__name__)
@@ -390,10 +391,11 @@ def count_unet_passes(*pipes):
     handles = []
     seen = set()
     for p in pipes:
-        if p is None or id(p.unet) in seen:
+        denoiser = None if p is None else family_of(p).denoiser(p)
+        if denoiser is None or id(denoiser) in seen:
             continue
-        seen.add(id(p.unet))
-        handles.append(p.unet.register_forward_pre_hook(lambda *a: counter.__setitem__(0, counter[0] + 1)))
+        seen.add(id(denoiser))
+        handles.append(denoiser.register_forward_pre_hook(lambda *a: counter.__setitem__(0, counter[0] + 1)))
     try:
         yield counter
     finally:
@@ -405,7 +407,8 @@ def count_unet_passes(*pipes):
 def frozen(*pipes):
     """Turn off ``requires_grad`` of the pipelines' UNet and text encoder inside the block (attacks differentiate
     only their own prompt variables), and restore it afterwards."""
-    params = [p for pipe in pipes if pipe is not None for m in (pipe.unet, pipe.text_encoder) for p in m.parameters()]
+    params = [p for pipe in pipes if pipe is not None
+              for m in (family_of(pipe).denoiser(pipe), pipe.text_encoder) for p in m.parameters()]
     before = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 
 from ..atomic import atomic_path
-from ..diffusion import add_noise
 from ..families import family_of
 from ..text import compose_token_embeddings, encode_free_tokens
 from .base import Attack, AttackConfig, AttackContext, frozen, generate_one, register_attack
@@ -75,7 +74,7 @@ class ConceptInversion(Attack):
         if path is not None and path.exists():  # resuming: the embedding of this run is already learned
             return load_file(str(path))[cfg.placeholder_token]
         pipe = ctx.unlearned
-        tok, te, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
+        tok, te, unet = pipe.tokenizer, pipe.text_encoder, family_of(pipe).denoiser(pipe)
         init = tok(cfg.initializer_token, add_special_tokens=False).input_ids
         if len(init) != 1:
             raise ValueError(f"`initializer_token` {cfg.initializer_token!r} is {len(init)} tokens; pick one word the "
@@ -86,14 +85,13 @@ class ConceptInversion(Attack):
         embedding = te.get_input_embeddings().weight[init[0]].detach().clone().float().requires_grad_(True)
         opt = torch.optim.AdamW([embedding], lr=cfg.learning_rate, weight_decay=0.0)
         gen = torch.Generator().manual_seed(cfg.seed)
-        alphas = pipe.scheduler.alphas_cumprod
         num_train = pipe.scheduler.config.num_train_timesteps
         with frozen(pipe):
             for _ in trange(cfg.num_steps, desc="concept inversion", leave=False, disable=not ctx.progress):
                 idx = torch.randint(len(x0), (cfg.train_batch_size,), generator=gen)
                 t = torch.randint(num_train, (len(idx),), generator=gen)
                 eps = torch.randn(x0[idx].shape, generator=gen)
-                x_t = add_noise(x0[idx], t, eps, alphas)
+                x_t = family_of(pipe).noisy(pipe.scheduler, x0[idx], eps, t)
                 cond = torch.cat([self._encode(pipe, ctx.spec, train_prompts[i], embedding) for i in idx.tolist()])
                 pred = unet(x_t.to(unet.device, unet.dtype), t.to(unet.device), cond.to(unet.dtype)).sample
                 target = family_of(pipe).target(pipe.scheduler, x0[idx], eps, t)  # ε, or v for v-prediction

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import add_noise
+from ..families import family_of
 from ..text import compose_token_embeddings, encode_free_tokens, encode_prompts, whole_word_token_ids
 from .base import (Attack, AttackConfig, AttackContext, check_fits, frozen, generate_one, register_attack,
                    sampling_timesteps, tokens_to_text)
@@ -58,7 +58,7 @@ class P4D(Attack):
     def _attack_prompt(self, ctx: AttackContext, prompt_id: int, prompt: str, seed: int) -> dict[str, Any]:
         cfg = self.config
         pipe, orig, judge = ctx.unlearned, ctx.original, ctx.judge
-        tok, te, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
+        tok, te, unet = pipe.tokenizer, pipe.text_encoder, family_of(pipe).denoiser(pipe)
         groups, n = self._layout(prompt)
         check_fits(tok, n, " ".join(groups))
         vocab = whole_word_token_ids(tok, ctx.exclude_words)
@@ -70,7 +70,6 @@ class P4D(Attack):
         x0 = generate_one(orig, prompt, seed, cfg, output_type="latent").float()
         target_cond = encode_prompts(orig.tokenizer, orig.text_encoder, [prompt])
         timesteps = sampling_timesteps(pipe, cfg.num_timesteps)
-        alphas = pipe.scheduler.alphas_cumprod
 
         def project(embeds):
             return (F.normalize(embeds, dim=-1) @ table_dir.T).argmax(-1)
@@ -94,10 +93,11 @@ class P4D(Attack):
             for step in range(cfg.num_steps):
                 t = timesteps[torch.randint(len(timesteps), (1,), generator=gen)]
                 eps = torch.randn(x0.shape, generator=gen)
-                x_t = add_noise(x0[None], t, eps[None], alphas)
+                x_t = family_of(pipe).noisy(pipe.scheduler, x0[None], eps[None], t)
                 with torch.no_grad():
-                    target = orig.unet(x_t.to(orig.unet.device, orig.unet.dtype), t.to(orig.unet.device),
-                                       target_cond.to(orig.unet.dtype)).sample.float()
+                    orig_unet = family_of(orig).denoiser(orig)
+                    target = orig_unet(x_t.to(orig_unet.device, orig_unet.dtype), t.to(orig_unet.device),
+                                       target_cond.to(orig_unet.dtype)).sample.float()
                 hard = table[project(free.detach())]
                 straight = hard + free - free.detach()
                 cond = encode_free_tokens(tok, te, compose_token_embeddings(tok, te, pieces(straight))[None])

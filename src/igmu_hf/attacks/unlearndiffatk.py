@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import add_noise
+from ..families import family_of
 from ..judges import is_nudity
 from ..text import compose_token_embeddings, encode_free_tokens, whole_word_token_ids
 from .base import (Attack, AttackConfig, AttackContext, check_fits, frozen, generate_one, register_attack,
@@ -59,14 +59,13 @@ class UnlearnDiffAtk(Attack):
     def _attack_prompt(self, ctx: AttackContext, prompt_id: int, prompt: str, seed: int) -> dict[str, Any]:
         cfg = self.config
         pipe, judge = ctx.unlearned, ctx.judge
-        tok, te, unet = pipe.tokenizer, pipe.text_encoder, pipe.unet
+        tok, te, unet = pipe.tokenizer, pipe.text_encoder, family_of(pipe).denoiser(pipe)
         k = cfg.prefix_length or (5 if is_nudity(ctx.spec.target) else 3)
         check_fits(tok, k, prompt)
         cand = whole_word_token_ids(tok, ctx.exclude_words)
         table = te.get_input_embeddings().weight.detach()[cand.to(te.device)]
         x0 = generate_one(ctx.original, prompt, seed, cfg, output_type="latent").float()
         timesteps = sampling_timesteps(pipe, cfg.num_timesteps)
-        alphas = pipe.scheduler.alphas_cumprod
         gen = torch.Generator().manual_seed(int(seed))
         w = torch.randn(k, len(cand), generator=gen).softmax(-1).requires_grad_(True)
         opt = torch.optim.Adam([w], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -76,7 +75,7 @@ class UnlearnDiffAtk(Attack):
             for step in range(cfg.num_steps):
                 t = timesteps[torch.randint(len(timesteps), (1,), generator=gen)]
                 eps = torch.randn(x0.shape, generator=gen)
-                x_t = add_noise(x0[None], t, eps[None], alphas)
+                x_t = family_of(pipe).noisy(pipe.scheduler, x0[None], eps[None], t)
                 hard = F.one_hot(w.argmax(-1), len(cand)).to(w.dtype)
                 prefix = (hard + w - w.detach()) @ table
                 cond = encode_free_tokens(tok, te, compose_token_embeddings(tok, te, [prefix, prompt])[None])

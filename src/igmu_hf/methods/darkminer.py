@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
-from ..diffusion import adapters_disabled, add_lora, add_noise, encode_images, fuse_lora_into_unet
+from ..diffusion import adapters_disabled, add_lora, fuse_lora_into_unet
 from ..families import family_of
 from ..text import encode_free_tokens, encode_prompts
 from .base import MethodConfig, Unlearner, register_method
@@ -264,10 +264,10 @@ class DarkMinerTrainer:
             raise ValueError(f"The image pool holds {len(pool_images)} image(s) but mining needs k="
                              f"{config.mining_images}; generate or pass a larger pool.")
         self.pool_images = pool_images
-        self.pool_latents = encode_images(pipeline, pool_images)
+        self.pool_latents = self.family.latents(pipeline, pool_images)
         self.clip, self.clip_processor = clip or load_clip(config, domain)
         self.clip.to(self.acc.device)
-        unet = pipeline.unet
+        unet = self.family.denoiser(pipeline)
         add_lora(unet, config.target_modules, config.lora_rank, config.lora_alpha, seed=config.seed)
         self.lora_params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
         pipeline.text_encoder.requires_grad_(False)
@@ -276,7 +276,6 @@ class DarkMinerTrainer:
         self.uncond, self.anchor = encode_prompts(tok, te, ["", config.anchor_prompt]).split(1)
         self.preserve = encode_prompts(tok, te, config.preserve_prompts) if config.preserve_prompts else None
         self.scheduler = self.family.training_scheduler(pipeline)
-        self.acp = self.scheduler.alphas_cumprod
         self.state = _RunState()
         self.embeddings: list[torch.Tensor] = []  # P_E, in mining order
         self.c: torch.Tensor | None = None
@@ -344,7 +343,7 @@ class DarkMinerTrainer:
 
     def mine(self) -> None:
         cfg, s, acc = self.config, self.state, self.acc
-        unet, tok, te = self.pipe.unet, self.pipe.tokenizer, self.pipe.text_encoder
+        unet, tok, te = self.family.denoiser(self.pipe), self.pipe.tokenizer, self.pipe.text_encoder
         k_idx = self._mining_indices(s.loop)
         if s.epoch == 0 or self.c is None:
             self.c, self.mine_opt_state = self._initial_embedding(s.loop), None
@@ -363,10 +362,10 @@ class DarkMinerTrainer:
             reps = math.ceil(cfg.mining_batch_size / len(k_idx))
             idx = torch.cat([k_idx[torch.randperm(len(k_idx), generator=g)] for _ in range(reps)])
             idx = idx[:cfg.mining_batch_size]
-            t = torch.randint(0, len(self.acp), (cfg.mining_batch_size,), generator=g)[share]
+            t = torch.randint(0, self.family.num_train_timesteps(self.scheduler), (cfg.mining_batch_size,), generator=g)[share]
             x0 = self.pool_latents[idx]
             eps = torch.randn(x0.shape, generator=g)[share].to(acc.device)
-            x_t = add_noise(x0[share].to(acc.device), t.to(acc.device), eps, self.acp)
+            x_t = self.family.noisy(self.scheduler, x0[share].to(acc.device), eps, t.to(acc.device))
             with acc.autocast():
                 cond = encode_free_tokens(tok, te, c[None]).expand(per, -1, -1)
                 # ‖ε − ε_θ‖² for ε-prediction; the family's target (v) for v-prediction models
@@ -407,7 +406,7 @@ class DarkMinerTrainer:
 
     def circumvent(self) -> None:
         cfg, s, acc = self.config, self.state, self.acc
-        unet, tok, te = self.pipe.unet, self.pipe.tokenizer, self.pipe.text_encoder
+        unet, tok, te = self.family.denoiser(self.pipe), self.pipe.tokenizer, self.pipe.text_encoder
         if s.selected is None:
             s.selected = self._select()
         c = self.embeddings[s.selected].to(acc.device)
@@ -435,9 +434,9 @@ class DarkMinerTrainer:
             g = _rng(cfg, s.loop, "circumvent", epoch)
             b = cfg.circumvent_batch_size
             idx = (torch.arange(epoch * b, (epoch + 1) * b) % len(self.circ_latents))[share]
-            t = torch.randint(0, len(self.acp), (b,), generator=g)[share].to(acc.device)
+            t = torch.randint(0, self.family.num_train_timesteps(self.scheduler), (b,), generator=g)[share].to(acc.device)
             eps = torch.randn((b, *self.circ_latents.shape[1:]), generator=g)[share].to(acc.device)
-            x_t = add_noise(self.circ_latents[idx].to(acc.device), t, eps, self.acp)
+            x_t = self.family.noisy(self.scheduler, self.circ_latents[idx].to(acc.device), eps, t)
             pol_c, ref_c = conds_pol, conds_ref
             if self.preserve is not None:  # one preserve prompt per step, in turn (extra term, --preserve)
                 c_p = self.preserve[epoch % len(self.preserve)][None].to(acc.device).expand(per, -1, -1)
@@ -529,7 +528,8 @@ class DarkMinerUnlearner(Unlearner):
         if self.resume_from_checkpoint:
             self.trainer.resume(self.resume_from_checkpoint)
         self.trainer.train()
-        self.lora, edited = fuse_lora_into_unet(pipeline.unet)
+        family = family_of(pipeline)
+        self.lora, edited = fuse_lora_into_unet(family.denoiser(pipeline), family)
         return edited
 
     def unlearn(self, pipeline):
