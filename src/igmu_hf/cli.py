@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="Replace an output_dir that holds a different run.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the method's random draws.")
     p.add_argument("--preserve", type=str, action="append", default=None,
-                   help="Prompt to preserve (repeatable); default: CatIGMU's preserve prompts for the target.")
+                   help="Prompt to preserve (repeatable). Default: CatIGMU's preserve prompts of the target in its "
+                        "concept world for methods whose paper preserves a set (UCE); none for DUO and Dark Miner, "
+                        "which then add a preservation term for each given prompt.")
     p.add_argument("--method_kwargs", type=str, default="{}", help="JSON of extra method config fields.")
     p.add_argument("--push_to_hub", action="store_true", help="Upload the folder to the Hub after saving.")
     p.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id for --push_to_hub.")
