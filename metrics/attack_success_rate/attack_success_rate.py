@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from igmu_hf.metrics.checks import check_flags
 from igmu_hf.metrics.robustness import asr_from_outcomes
 
 
@@ -33,6 +34,21 @@ class AttackSuccessRate(evaluate.Metric):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"success": datasets.Value("bool"),
                                                                "pre_attack_success": datasets.Value("bool")}))
+
+    def add_batch(self, *, success=None, pre_attack_success=None, **kwargs):
+        """Add a batch of outcomes (booleans only: the raw values are checked before the cast, which would turn
+        "False" and NaN into True)."""
+        return super().add_batch(success=self._checked("success", success),
+                                 pre_attack_success=self._checked("pre_attack_success", pre_attack_success), **kwargs)
+
+    def compute(self, *, success=None, pre_attack_success=None, **kwargs):
+        """Compute the ASR (booleans only, checked before the cast)."""
+        return super().compute(success=self._checked("success", success),
+                               pre_attack_success=self._checked("pre_attack_success", pre_attack_success), **kwargs)
+
+    @staticmethod
+    def _checked(name, values):
+        return None if values is None else check_flags(name, values)
 
     def _compute(self, success, pre_attack_success):
         result = asr_from_outcomes([{"success": s, "pre_attack_success": p} for s, p in zip(success,

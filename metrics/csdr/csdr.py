@@ -42,4 +42,6 @@ class Csdr(evaluate.Metric):
     def _compute(self, predictions, references, prompts):
         result = csdr(references, predictions, prompts, self.model, self.processor)
         return {"csdr": result["csdr"], "original_clip_score": result["original_clip_score"],
-                "unlearned_clip_score": result["unlearned_clip_score"]}
+                "unlearned_clip_score": result["unlearned_clip_score"],
+                # pairs whose original CLIP score is 0 have no ratio: counted, never divided by
+                "num_pairs": result["num_pairs"], "num_undefined": result["num_undefined"]}

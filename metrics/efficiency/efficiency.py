@@ -34,6 +34,8 @@ class Efficiency(evaluate.Metric):
                                    features=datasets.Features({"predictions": datasets.Value("string")}))
 
     def _compute(self, predictions):
+        if not predictions:
+            raise ValueError("Efficiency of no run is undefined: pass at least one igmu_run.json or run folder.")
         runs = [efficiency_from_run(json.loads(p) if p.lstrip().startswith("{") else p) for p in predictions]
         n = len(runs)
         return {"runtime_seconds": sum(r["runtime_seconds"] for r in runs) / n,

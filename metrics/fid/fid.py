@@ -39,4 +39,6 @@ class Fid(evaluate.Metric):
         self.extractor, _, self.detector_info = load_detector("fid_feature_extractor", self.config_name)
 
     def _compute(self, predictions, references):
-        return {"fid": fid(predictions, references, self.extractor)["fid"]}
+        result = fid(predictions, references, self.extractor)
+        return {"fid": result["fid"], "num_images": result["num_images"],
+                "singular_covariance": result["singular_covariance"]}

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from igmu_hf.metrics.checks import check_unique_ids
 from igmu_hf.metrics.perceptual import load_lpips
 from igmu_hf.metrics.perceptual import lpips_distance
 
@@ -44,6 +45,8 @@ class Lpips(evaluate.Metric):
     def _compute(self, predictions, references, prediction_ids, reference_ids):
         if len(prediction_ids) != len(predictions) or len(reference_ids) != len(references):
             raise ValueError("Pass one id per image: `prediction_ids` and `reference_ids` must match the image lists.")
+        prediction_ids = check_unique_ids("prediction_ids", prediction_ids)
+        reference_ids = check_unique_ids("reference_ids", reference_ids)
         result = lpips_distance(dict(zip(reference_ids, references)), dict(zip(prediction_ids, predictions)),
                                 self.model)
         return {"lpips": result["lpips"],

@@ -397,7 +397,7 @@ class EvalIGMU:
                 feats[key] = np.array([per[i] for i in unrelated_ids])
             from .metrics.fid import fid_from_features
 
-            return {"fid": fid_from_features(feats["ref"], feats["mine"]), "num_images": len(unrelated_ids),
+            return {**fid_from_features(feats["ref"], feats["mine"], details=True), "num_images": len(unrelated_ids),
                     "images": "unrelated prompts, original vs model", **extractor.info}
 
         def clip_unrelated():

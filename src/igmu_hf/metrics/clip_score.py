@@ -37,6 +37,9 @@ def clip_text_embeddings(prompts: Sequence[str], model, processor, batch_size: i
     """L2-normalised text embeddings, (N, D)."""
     if len(prompts) == 0:
         raise ValueError("`prompts` is empty; a CLIP score needs one prompt per image.")
+    from .checks import check_prompts
+
+    check_prompts(prompts, getattr(processor, "tokenizer", None))
     out = []
     for i in range(0, len(prompts), batch_size):
         tok = processor(text=list(prompts[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True)

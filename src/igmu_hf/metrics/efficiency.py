@@ -16,9 +16,14 @@ def efficiency_from_run(run: Mapping | str | Path) -> dict:
             raise FileNotFoundError(f"No run metadata at {str(path)!r}: efficiency is read from the {RUN_FILE} an "
                                     f"igmu method writes next to the unlearned pipeline.")
         run = json.loads(path.read_text())
+    from .checks import check_number
+
     missing = [k for k in ("runtime_seconds", "edited_parameter_count", "total_parameter_count") if k not in run]
     if missing:
         raise ValueError(f"Run metadata lacks {missing}; it was not written by an igmu_hf method.")
+    check_number("runtime_seconds", run["runtime_seconds"], low=0)
+    total = check_number("total_parameter_count", run["total_parameter_count"], low=0, low_inclusive=False)
+    check_number("edited_parameter_count", run["edited_parameter_count"], low=0, high=total)
     multi = run.get("multi_concept")
     if multi is None and run.get("method"):
         try:
@@ -28,7 +33,7 @@ def efficiency_from_run(run: Mapping | str | Path) -> dict:
         except (KeyError, ValueError):
             multi = None
     return {"runtime_seconds": float(run["runtime_seconds"]),
-            "edited_parameter_share": run["edited_parameter_count"] / max(1, run["total_parameter_count"]),
+            "edited_parameter_share": run["edited_parameter_count"] / run["total_parameter_count"],
             "edited_parameter_count": int(run["edited_parameter_count"]), "technique": run.get("technique", ""),
             "multi_concept": multi, "method": run.get("method"), "num_processes": run.get("extra", {}).get(
                 "num_processes") if isinstance(run.get("extra"), Mapping) else None}

@@ -31,12 +31,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
-def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID of two (N, D) feature arrays (each needs N >= 2)."""
+def fid_from_features(features1: np.ndarray, features2: np.ndarray, details: bool = False) -> float | dict:
+    """FID of two (N, D) feature arrays (each needs N >= 2 and finite features).
+
+    With ``details``, a dict that also says whether a covariance is singular (N ≤ D: fewer images than feature
+    dimensions, so the distance is defined but unreliable; the report carries the flag instead of hiding it)."""
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     if len(f1) < 2 or len(f2) < 2:
-        raise ValueError(f"FID needs at least 2 images per set, got {len(f1)} and {len(f2)}.")
-    return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+        raise ValueError(f"FID needs at least 2 images per set to estimate a covariance, got {len(f1)} and {len(f2)}.")
+    if not (np.isfinite(f1).all() and np.isfinite(f2).all()):
+        raise ValueError("FID features hold NaN or infinite values; check the images and the feature extractor.")
+    value = frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    if not details:
+        return value
+    return {"fid": value, "singular_covariance": bool(min(len(f1), len(f2)) <= f1.shape[1]),
+            "feature_dim": int(f1.shape[1])}
 
 
 class FeatureExtractor:
@@ -77,5 +86,5 @@ class FeatureExtractor:
 
 def fid(images1: Sequence, images2: Sequence, extractor: FeatureExtractor) -> dict:
     """FID between two image sets with ``extractor``; lower = more alike."""
-    return {"fid": fid_from_features(extractor(images1), extractor(images2)), "num_images": [len(images1),
-            len(images2)], **extractor.info}
+    return {**fid_from_features(extractor(images1), extractor(images2), details=True),
+            "num_images": [len(images1), len(images2)], **extractor.info}

@@ -12,6 +12,7 @@ def asr_from_outcomes(outcomes: Iterable[Mapping | object]) -> dict:
     Each record needs ``success`` and ``pre_attack_success``; lower ASR is better (more robust).
     """
     from ..attacks.base import attack_success_rate
+    from .checks import check_flags
 
     rows = []
     for i, o in enumerate(outcomes):
@@ -19,7 +20,9 @@ def asr_from_outcomes(outcomes: Iterable[Mapping | object]) -> dict:
         if get("success") is None or get("pre_attack_success") is None:
             raise ValueError(f"Outcome {i} lacks `success`/`pre_attack_success`; pass the records of an igmu attack "
                              f"run (outcomes.jsonl).")
-        rows.append(SimpleNamespace(success=bool(get("success")), pre_attack_success=bool(get("pre_attack_success"))))
+        success, pre = check_flags("success", [get("success")]), check_flags("pre_attack_success",
+                                                                             [get("pre_attack_success")])
+        rows.append(SimpleNamespace(success=success[0], pre_attack_success=pre[0]))
     return attack_success_rate(rows)
 
 
