@@ -139,3 +139,10 @@ def test_attacks_refuse_sdxl_with_the_reason(attack, family_dirs, tmp_path, caps
     assert rc == 2
     err = _one_line_error(capsys)
     assert "does not run on Stable Diffusion XL pipelines" in err and "two CLIP text encoders" in err
+
+
+def test_a_wrongly_typed_method_field_is_a_one_line_error(family_dirs, tmp_path, capsys):
+    rc = main(["unlearn", "--method", "duo", "--concept", "church", "--pretrained_model_name_or_path",
+               family_dirs["sd2"], "--output_dir", str(tmp_path / "x"), "--method_kwargs", '{"num_pairs": "4"}'])
+    assert rc == 2
+    assert "DUOConfig field `num_pairs` must be int, got '4' (str)" in _one_line_error(capsys)

@@ -94,3 +94,34 @@ def test_csdr_reports_how_many_pairs_it_kept():
     ims = [Image.fromarray(d) for d in drawings]
     out = load("csdr", config_name="mini").compute(predictions=ims, references=ims[::-1], prompts=captions)
     assert out["num_pairs"] + out["num_undefined"] == 4 and out["num_pairs"] >= 1
+
+
+def test_a_module_published_to_the_modules_cache_loads_by_hub_id_offline(tmp_path):
+    """``evaluate.load("igmu/csdr")`` offline reads ``$HF_MODULES_CACHE/evaluate_modules/metrics/igmu--csdr/<hash>/``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from igmu_hf.hub import publish_metric_to_cache
+
+    target = publish_metric_to_cache(ROOT / "metrics" / "csdr", "igmu/csdr", tmp_path / "modules")
+    assert (target / "requirements.txt").read_text().strip().endswith("igmu_hf")
+    code = ("import json, evaluate\nfrom PIL import Image\nfrom igmu_hf.mini.domain import make_dataset\n"
+            "d, c, _ = make_dataset(4, seed=3)\nims = [Image.fromarray(x) for x in d]\n"
+            "m = evaluate.load('igmu/csdr', config_name='mini')\n"
+            "print(json.dumps({'module': type(m).__module__, **m.compute(predictions=ims, references=ims[::-1], "
+            "prompts=c)}))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["module"].startswith("evaluate_modules.metrics.igmu--csdr.")
+    from igmu_hf.metrics.clip_score import csdr, load_clip
+    from igmu_hf.mini.domain import make_dataset
+
+    d, c, _ = make_dataset(4, seed=3)
+    ims = [Image.fromarray(x) for x in d]
+    model, processor = load_clip(CLIP_PATH)
+    assert out["csdr"] == pytest.approx(csdr(ims[::-1], ims, c, model, processor)["csdr"], rel=1e-5)

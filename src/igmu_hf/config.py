@@ -3,8 +3,14 @@ and ``from_dict`` that names unknown fields instead of failing inside ``__init__
 
 import hashlib
 import json
+import types
+import typing
 from dataclasses import asdict, fields
 from typing import Any, ClassVar
+
+
+class UnknownFieldError(TypeError):
+    """A config got a field it does not have (a user error: the CLI prints it in one line)."""
 
 
 class ConfigBase:
@@ -25,8 +31,41 @@ class ConfigBase:
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names - set(cls.identity_keys)
         if unknown:
-            raise TypeError(f"{cls.__name__} got unknown field(s) {sorted(unknown)}; fields: {sorted(names)}.")
+            raise UnknownFieldError(f"{cls.__name__} got unknown field(s) {sorted(unknown)}; fields: {sorted(names)}.")
+        hints = typing.get_type_hints(cls)
+        for k, v in data.items():
+            if k in names and not _matches(v, hints.get(k, Any)):
+                raise ValueError(f"{cls.__name__} field `{k}` must be {_type_name(hints[k])}, got {v!r} "
+                                 f"({type(v).__name__}).")
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON-like ``value`` fits a field annotation (int for float is fine; bool is not an int)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        if isinstance(value, str) and args and args[0] is str:
+            return True  # one string for a list of strings: the configs wrap it
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 class Registry:

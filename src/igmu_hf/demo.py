@@ -11,7 +11,7 @@ from pathlib import Path
 def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_prompt: int = 1, seed: int = 0,
              overwrite: bool = False) -> dict:
     """Run the demo; returns the EvalIGMU report (also written to ``output_dir``)."""
-    from .cli import _summary_lines, _write_json, run_evaluate, run_unlearn
+    from .api import run_evaluate, run_unlearn, summary_lines, write_json
     from .mini import PIPELINE_PATH
     from .taxonomy import categorize
 
@@ -22,7 +22,7 @@ def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/3] CatIGMU: categorizing {concept!r}")
     spec = categorize(concept)
-    _write_json(out / "task.json", spec.to_dict())
+    write_json(out / "task.json", spec.to_dict())
     print(f"      {spec.category} (source: {spec.source}); expected output: {spec.expected_output}")
 
     print("[2/3] Unlearning with UCE (closed form)")
@@ -36,6 +36,6 @@ def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_
         shutil.rmtree(out / "images")
     report = run_evaluate([str(folder)], str(out), original=PIPELINE_PATH, task=spec.target,
                           images_per_prompt=images_per_prompt, seed=seed)
-    print("\n".join(_summary_lines(report)))
+    print("\n".join(summary_lines(report)))
     print(f"Report: {(out / 'report.md').resolve()}")
     return report

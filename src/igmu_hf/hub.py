@@ -188,6 +188,38 @@ def publish_to_cache(folder: str | os.PathLike, repo_id: str, cache_dir: str | o
     return snapshot
 
 
+def publish_metric_to_cache(module_dir: str | os.PathLike, repo_id: str, modules_cache: str | os.PathLike | None = None
+                            ) -> Path:
+    """Place an ``evaluate`` module folder (``metrics/<name>``) where ``evaluate.load(repo_id)`` finds it offline.
+
+    Offline, ``evaluate`` resolves a hub id ``org/name`` from its modules cache:
+    ``$HF_MODULES_CACHE/evaluate_modules/metrics/org--name/<64-hex hash>/name.py`` (the newest hash wins). This
+    writes that layout; with internet, push the folder to a Space instead (``evaluate-cli create``).
+    """
+    import hashlib
+
+    from huggingface_hub.constants import HF_HOME
+
+    if repo_id.count("/") != 1:
+        raise ValueError(f"`repo_id` must look like 'org/name', got {repo_id!r}.")
+    module_dir = Path(module_dir)
+    name = repo_id.split("/")[1]
+    script = module_dir / f"{name}.py"
+    if not script.exists():
+        raise FileNotFoundError(f"{str(script)!r} does not exist; the module folder must hold <name>.py, as "
+                                f"metrics/csdr/csdr.py.")
+    cache = Path(modules_cache or os.environ.get("HF_MODULES_CACHE", Path(HF_HOME) / "modules"))
+    root = cache / "evaluate_modules"
+    target = root / "metrics" / repo_id.replace("/", "--") / hashlib.sha256(script.read_bytes()).hexdigest()
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in (root, root / "metrics", root / "metrics" / repo_id.replace("/", "--"), target):
+        (folder / "__init__.py").touch()
+    for f in module_dir.iterdir():
+        if f.is_file():
+            shutil.copy2(f, target / f.name)
+    return target
+
+
 def push_folder_to_hub(folder: str | os.PathLike, hub_model_id: str | None, private: bool = False) -> str:
     """Create ``hub_model_id`` if needed and upload ``folder`` to it (``--push_to_hub`` of the CLI and examples)."""
     from huggingface_hub import HfApi

@@ -1,0 +1,152 @@
+"""The library entry points behind ``igmu unlearn / evaluate / attack`` (the CLI, the demo and the examples call
+them): each returns what it made and writes its folder."""
+
+import json
+from pathlib import Path
+
+
+def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_model_name_or_path: str | None = None,
+                preserve: list[str] | None = None, seed: int = 0, overwrite: bool = False,
+                method_kwargs: dict | None = None, domain=None):
+    """Library entry of ``igmu unlearn``: returns the saved folder and the UnlearnResult.
+
+    The concept world (``domain``, default: the one the base model lives in) gives the method's preset and
+    CatIGMU's preserve prompts; ``preserve`` (``--preserve``) replaces them and reaches every method with a
+    preservation field (UCE's c_p, DUO's and Dark Miner's extra preserved conditions).
+    """
+    from .domains import domain_for_model, get_domain
+    from .hub import check_output_dir, load_pipeline, save_unlearned_pipeline
+    from .methods import get_method
+    from .taxonomy import UnknownTargetError, categorize
+
+    unlearner_cls = get_method(method)
+    config_class = unlearner_cls.config_class
+    world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
+    field_name = config_class.preserve_field
+    if preserve is not None and field_name is None:
+        raise ValueError(f"Method {method!r} has no preservation prompts; drop --preserve.")
+    if preserve is None and field_name is not None and config_class.preserve_by_default:
+        preserve = []
+        for c in concepts:
+            try:
+                preserve += categorize(c, domain=world).preserve_prompts
+            except (UnknownTargetError, ValueError):
+                pass
+    kwargs = {**world.method_preset(config_class), **(method_kwargs or {})}  # the world's preset, then the user's
+    if field_name is not None and preserve is not None:
+        kwargs.setdefault(field_name, list(dict.fromkeys(preserve)))
+    config = config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
+    check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
+    base = pretrained_model_name_or_path or world.default_pretrained_model_name_or_path()
+    pipe = load_pipeline(base)
+    result = unlearner_cls(config, **unlearner_cls.domain_kwargs(world)).unlearn(pipe)
+    result.extra["domain"] = world.name
+    folder = save_unlearned_pipeline(result, output_dir, base_model=base, overwrite=overwrite)
+    return folder, result
+
+
+def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, task: str | None = None,
+                 images_per_prompt: int = 1, seed: int = 0, progress: bool = True, attack: str | None = None,
+                 attack_kwargs: dict | None = None, update_model_card: bool = False, **config_kwargs) -> dict:
+    """Library entry of ``igmu evaluate``: EvalIGMU of the original and each unlearned pipeline; writes the report
+    folder (``report.json``, ``report.md``, grids, radar chart, ``model_index/``) and returns the report.
+
+    ``config_kwargs`` are further :class:`~igmu_hf.evaluator.EvalIGMUConfig` fields (``num_prompts``, ``metrics``,
+    ``forget_prompts``, ``multclf`` ...). With ``attack``, every model (the original too) is attacked on the forget
+    prompts and its ASR is the robustness aspect; outcomes go to ``output_dir/attacks/<model>``. With
+    ``update_model_card``, each unlearned folder's model card gets its ``model-index`` results.
+    """
+    from .evaluator import EvalIGMU, EvalIGMUConfig
+    from .hub import default_pretrained_model_name_or_path, load_pipeline
+
+    runs = [run_info(folder) for folder in unlearned]
+    if task is None:
+        concepts = {c for r in runs for c in r.get("concepts", [])}
+        if len(concepts) != 1:
+            raise ValueError(f"Pass --task: the unlearned runs name {sorted(concepts) or 'no'} concept(s).")
+        task = concepts.pop()
+    if original is None:
+        bases = {r.get("base_model") for r in runs if r.get("base_model")}
+        original = bases.pop() if len(bases) == 1 else default_pretrained_model_name_or_path()
+    from .domains import domain_for_model
+
+    config_kwargs.setdefault("domain", domain_for_model(original).name)
+    config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
+                            attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
+    evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
+    pipes, run_infos, folders = {"original": load_pipeline(original)}, {}, {}
+    for folder, run in zip(unlearned, runs):
+        name = run.get("method", Path(folder).name)
+        name = name if name not in pipes else Path(folder).name
+        pipes[name], run_infos[name], folders[name] = load_pipeline(folder), run, folder
+    report = evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
+    if update_model_card:
+        from accelerate import PartialState
+
+        from .hub import add_model_index
+        from .report import model_index
+
+        if PartialState().is_main_process:
+            for name, folder in folders.items():
+                add_model_index(folder, model_index(report, name))
+    return report
+
+
+def write_json(path: Path, data) -> None:
+    from .atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def summary_lines(report: dict) -> list[str]:
+    from .report import aspect_scores
+
+    lines = [f"EvalIGMU of {report['task']['target']!r} ({report['task']['category']}); aspects 0..1, higher is better:"]
+    for name, scores in aspect_scores(report).items():
+        cells = " | ".join(f"{a} {'n/a' if v is None else f'{v:.2f}'}" for a, v in scores.items())
+        lines.append(f"  {name:>10}: {cells}")
+        rate = report["models"][name]["forgetting"].get("multclf_forgetting_rate", {})
+        if "forgetting_rate" in rate:
+            lines[-1] += f" (forgetting rate {rate['forgetting_rate']:.2f})"
+    return lines
+
+
+def run_info(folder: str) -> dict:
+    from .hub import RUN_FILE
+
+    run_file = Path(folder) / RUN_FILE
+    return json.loads(run_file.read_text()) if run_file.exists() else {}
+
+
+def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = None, original: str | None = None,
+               prompts: list[str] | None = None, judge: str | None = None, threshold: float | None = None,
+               preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True):
+    """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result."""
+    from .attacks import get_attack, preset_config
+    from .domains import domain_for_model
+    from .hub import default_pretrained_model_name_or_path, load_pipeline
+
+    attack_cls = get_attack(method)
+    run = run_info(unlearned)
+    if task is None:
+        concepts = run.get("concepts", [])
+        if len(concepts) != 1:
+            raise ValueError(f"Pass --task: the unlearned run names {concepts or 'no'} concept(s).")
+        task = concepts[0]
+    original = original or run.get("base_model")
+    world = domain_for_model(original)
+    config = preset_config(attack_cls, preset, world, attack_kwargs, seed)
+    the_judge = world.judge(task, judge, threshold)
+    unlearned_pipe = load_pipeline(unlearned)
+    original_pipe = None
+    if attack_cls.needs_original:
+        original_pipe = load_pipeline(original or default_pretrained_model_name_or_path())
+    return attack_cls(config).run(unlearned_pipe, the_judge, task, prompts=prompts, original=original_pipe,
+                                  output_dir=output_dir, progress=progress)
+
+
+def read_prompts(path: str) -> list[str]:
+    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompt (one prompt per line).")
+    return prompts
