@@ -34,7 +34,6 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..diffusion import adapters_disabled, add_lora, fuse_lora_into_unet
 from ..families import family_of
 from ..text import encode_free_tokens, encode_prompts
@@ -146,25 +145,14 @@ def generate_pool(pipeline, config: DarkMinerConfig, accelerator=None, progress:
     prompts = config.pool_prompt_list()
     ps = [prompts[i % len(prompts)] for i in range(config.pool_size)]
     seeds = [config.seed * 1_000_003 + 17 + i for i in range(config.pool_size)]
-    images = _sharded(accelerator, list(range(config.pool_size)), lambda idx: generate_images(
+    from ..training import TrainingRun
+
+    run = TrainingRun(config.to_dict(), accelerator, progress=progress)
+    images = run.sharded(list(range(config.pool_size)), lambda idx: generate_images(
         pipeline, [ps[i] for i in idx], [seeds[i] for i in idx], progress=progress, desc="Dark Miner pool",
         num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale))
     return Dataset.from_dict({"image": images, "prompt": ps, "seed": seeds},
                              features=Features({"image": Image(), "prompt": Value("string"), "seed": Value("int64")}))
-
-
-def _sharded(accelerator, items: list, fn: Callable[[list], list]) -> list:
-    """``fn(items)`` with the items split over the processes (interleaved) and the results gathered in order."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return fn(items)
-    from accelerate.utils import gather_object
-
-    n, r = accelerator.num_processes, accelerator.process_index
-    mine = items[r::n]
-    out = fn(mine) if mine else []
-    gathered = gather_object([list(zip(range(r, len(items), n), out))])
-    flat = dict(pair for part in gathered for pair in part)
-    return [flat[i] for i in range(len(items))]
 
 
 def load_clip(config: DarkMinerConfig, domain=None):
@@ -208,16 +196,6 @@ def _generate(pipeline, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[in
     return out
 
 
-def _reduce_(accelerator, tensors: list[torch.Tensor]) -> None:
-    """Average gradients over processes (what DDP does; here by hand, because the trainable set alternates
-    between a free embedding and the adapter)."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return
-    for t in tensors:
-        if t.grad is not None:
-            t.grad = accelerator.reduce(t.grad, reduction="mean")
-
-
 @dataclass
 class _RunState:
     loop: int = 0
@@ -240,20 +218,19 @@ class DarkMinerTrainer:
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
                  checkpoints_total_limit: int | None = 2, clip=None, progress: bool = True,
                  callback: Callable[[_RunState], None] | None = None, domain=None):
-        from accelerate import Accelerator
+        from ..training import TrainingRun
 
         self.family = family_of(pipeline)
         # mining learns free token embeddings of the one CLIP encoder (SD1.x, SD2.x); SDXL/SD3 are refused here
         self.family.require("single_text_encoder", "Dark Miner")
         self.pipe, self.config = pipeline, config
-        self.acc = accelerator or Accelerator()
-        self.output_dir, self.checkpointing_steps = output_dir, checkpointing_steps
-        self.checkpoints_total_limit, self.progress, self.callback = checkpoints_total_limit, progress, callback
-        n = self.acc.num_processes
+        # checkpoints every `checkpointing_steps` optimisation steps, and at every stage boundary (forced)
+        self.run = TrainingRun(config.to_dict(), accelerator, output_dir, checkpointing_steps,
+                               checkpoints_total_limit, progress=progress, resumable_changes=RESUMABLE_CHANGES)
+        self.acc = self.run.accelerator
+        self.output_dir, self.progress, self.callback = output_dir, progress, callback
         for name in ("mining_batch_size", "circumvent_batch_size"):
-            if getattr(config, name) % n:
-                raise ValueError(f"`{name}` ({getattr(config, name)}) must be a multiple of the number of processes "
-                                 f"({n}); it is the global batch that the processes share.")
+            self.run.check_divisible(name, getattr(config, name))
         if config.embedding_length > pipeline.tokenizer.model_max_length - 2:
             raise ValueError(f"`embedding_length` {config.embedding_length} does not fit this tokenizer's "
                              f"{pipeline.tokenizer.model_max_length} positions; use ≤ "
@@ -283,9 +260,7 @@ class DarkMinerTrainer:
         self.circ_latents: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------- checkpoints --
-    def _checkpoint(self) -> None:
-        if self.output_dir is None or not self.acc.is_main_process:
-            return
+    def _checkpoint(self, force: bool = True) -> None:
         tensors = {f"lora.{n}": p.detach() for n, p in self.lora_params.items()}
         if self.embeddings:
             tensors["embeddings"] = torch.stack(self.embeddings)
@@ -294,20 +269,17 @@ class DarkMinerTrainer:
         if self.circ_latents is not None:
             tensors["circumvent_latents"] = self.circ_latents
         s = self.state
-        save_checkpoint(self.output_dir, s.step, {
-            "config": self.config.to_dict(), "loop": s.loop, "stage": s.stage, "epoch": s.epoch, "stopped": s.stopped,
-            "history": s.history, "selected": s.selected}, tensors, self.mine_opt_state, self.checkpoints_total_limit)
+        self.run.checkpoint(s.step, {"loop": s.loop, "stage": s.stage, "epoch": s.epoch, "stopped": s.stopped,
+                                     "history": s.history, "selected": s.selected}, tensors, self.mine_opt_state,
+                            force=force)
 
     def resume(self, resume_from_checkpoint: str) -> bool:
         """Load ``checkpoint-<step>`` (or ``"latest"`` in ``output_dir``); False when there is none yet."""
-        path = resolve_checkpoint(resume_from_checkpoint, self.output_dir or ".")
-        if path is None:
+        self.run.resume_from_checkpoint = resume_from_checkpoint
+        resumed = self.run.resume({f"lora.{n}": p for n, p in self.lora_params.items()})
+        if resumed is None:
             return False
-        saved, tensors, opt = load_checkpoint(path)
-        check_same_config(saved["config"], self.config.to_dict(), ignore=RESUMABLE_CHANGES)
-        with torch.no_grad():
-            for n, p in self.lora_params.items():
-                p.copy_(tensors[f"lora.{n}"])
+        saved, tensors, opt = resumed
         self.embeddings = list(tensors["embeddings"]) if "embeddings" in tensors else []
         self.c = tensors.get("c")
         self.circ_latents = tensors.get("circumvent_latents")
@@ -316,14 +288,13 @@ class DarkMinerTrainer:
                                stopped=saved["stopped"], history=saved["history"], selected=saved["selected"])
         if self.state.stopped == "max_loops" and self.state.loop < self.config.max_loops:
             self.state.stopped = None  # max_loops was raised: continue
-        logger.info("Resumed Dark Miner from %s (loop %d, %s, epoch %d).", path, self.state.loop, self.state.stage,
+        logger.info("Resumed Dark Miner at loop %d, %s, epoch %d.", self.state.loop, self.state.stage,
                     self.state.epoch)
         return True
 
     def _after_step(self, force: bool = False) -> None:
         self.state.step += 1 if not force else 0
-        if force or (self.checkpointing_steps and self.state.step % self.checkpointing_steps == 0):
-            self._checkpoint()
+        self._checkpoint(force=force)
         if self.callback is not None:
             self.callback(self.state)
 
@@ -351,9 +322,8 @@ class DarkMinerTrainer:
         opt = torch.optim.Adam([c], lr=cfg.mining_lr)
         if self.mine_opt_state is not None:
             opt.load_state_dict(self.mine_opt_state)
-        n, r = acc.num_processes, acc.process_index
-        per = cfg.mining_batch_size // n
-        share = slice(r * per, (r + 1) * per)
+        per = cfg.mining_batch_size // self.run.num_processes
+        share = self.run.share(cfg.mining_batch_size)
         bar = tqdm(range(s.epoch, cfg.mining_epochs), desc=f"loop {s.loop}: mine", disable=not self.progress)
         for epoch in bar:
             for group in opt.param_groups:
@@ -372,7 +342,7 @@ class DarkMinerTrainer:
                 target = self.family.target(self.scheduler, x0[share].to(acc.device), eps, t.to(acc.device))
                 loss = ((unet(x_t, t.to(acc.device), cond).sample.float() - target) ** 2).mean()
             (c.grad,) = torch.autograd.grad(loss, [c])  # only c: the UNet and its adapter stay frozen
-            _reduce_(acc, [c])
+            self.run.reduce_mean_([c])
             torch.nn.utils.clip_grad_norm_([c], cfg.mining_max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -416,13 +386,12 @@ class DarkMinerTrainer:
             n_img = cfg.circumvent_images or cfg.circumvent_epochs * cfg.circumvent_batch_size
             seeds = [cfg.seed * 1_000_003 + 7 * s.loop + 1_000 * i + 5 for i in range(n_img)]
             with adapters_disabled(unet), torch.no_grad():  # x is drawn by the original model ε*
-                self.circ_latents = torch.stack(_sharded(acc, seeds, lambda sd: _generate(
+                self.circ_latents = torch.stack(self.run.sharded(seeds, lambda sd: _generate(
                     self.pipe, cond_c, self.uncond, sd, cfg, output_type="latent")))
         params = list(self.lora_params.values())
         opt = torch.optim.SGD(params, lr=cfg.circumvent_lr)  # plain SGD: stateless, so resuming needs no state
-        n, r = acc.num_processes, acc.process_index
-        per = cfg.circumvent_batch_size // n
-        share = slice(r * per, (r + 1) * per)
+        per = cfg.circumvent_batch_size // self.run.num_processes
+        share = self.run.share(cfg.circumvent_batch_size)
         conds_pol = torch.cat([cond_c, self.anchor, cond_0, cond_neg]).repeat_interleave(per, 0)
         conds_ref = torch.cat([self.anchor, cond_0, cond_neg]).repeat_interleave(per, 0)
         n_terms = 4 + (self.preserve is not None)
@@ -451,7 +420,7 @@ class DarkMinerTrainer:
             if self.preserve is not None:
                 loss = loss + cfg.alpha_p * mse(pol[4], ref[3])
             loss.backward()
-            _reduce_(acc, params)
+            self.run.reduce_mean_(params)
             torch.nn.utils.clip_grad_norm_(params, cfg.circumvent_max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpointing import check_same_config, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..diffusion import add_lora, fuse_lora_into_unet, reference_forward
 from ..families import FAMILIES, Conditioning, as_conditioning, family_of
 from .base import MethodConfig, Unlearner, register_method
@@ -274,15 +273,14 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
     reaches the same adapter as an uninterrupted run (every draw is seeded by the step). ``callback(step)`` runs
     after each step.
     """
-    from accelerate import Accelerator
+    from ..training import TrainingRun
 
-    accelerator = accelerator or Accelerator()
-    n_proc, rank = accelerator.num_processes, accelerator.process_index
-    if config.train_batch_size % n_proc:
-        raise ValueError(f"`train_batch_size` ({config.train_batch_size}) must be a multiple of the number of "
-                         f"processes ({n_proc}).")
     family = family_of(pipeline)
     unet = family.denoiser(pipeline)
+    run_config = {**config.to_dict(), "pairs": _pairs_fingerprint(pairs), "family": family.name}
+    run = TrainingRun(run_config, accelerator, output_dir, checkpointing_steps, checkpoints_total_limit,
+                      resume_from_checkpoint, progress, callback, resumable_changes=("max_train_steps",))
+    run.check_divisible("train_batch_size", config.train_batch_size)
     add_lora(unet, config.target_modules or family.modules("self"), config.lora_rank, config.lora_alpha,
              seed=config.seed)
     lat_pos, lat_neg = pair_latents(pipeline, pairs)
@@ -296,30 +294,22 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     unet.train()
+    accelerator = run.accelerator
     model, opt = accelerator.prepare(unet, opt)
     ref_forward = reference_forward(accelerator.unwrap_model(model), family)
-    dev = accelerator.device
+    dev = run.device
     stats = {"loss": [], "dpo": [], "reg": []}
     lora = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    run_config = {**config.to_dict(), "pairs": _pairs_fingerprint(pairs), "num_processes": n_proc,
-                  "family": family.name}
     first = 0
-    ckpt = resolve_checkpoint(resume_from_checkpoint, output_dir or ".")
-    if ckpt is not None:
-        saved, tensors, opt_state = load_checkpoint(ckpt)
-        check_same_config(saved["config"], run_config, ignore=("max_train_steps", "num_processes"))
-        with torch.no_grad():
-            for n, p in lora.items():
-                p.copy_(tensors[n])
+    resumed = run.resume(lora)
+    if resumed is not None:
+        saved, _, opt_state = resumed
         opt.load_state_dict(opt_state)
         stats, first = saved["stats"], saved["step"]
-        logger.info("Resumed DUO from %s (step %d).", ckpt, first)
-    per = config.train_batch_size // n_proc
-    for step in tqdm(range(first, config.max_train_steps), desc="DUO", initial=first, total=config.max_train_steps,
-                     disable=not (progress and accelerator.is_local_main_process)):
+    for step in run.steps(first, config.max_train_steps, "DUO"):
         # one global draw per step; each process keeps its share, so N processes compute the 1-process step
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        share = slice(rank * per, (rank + 1) * per)
+        share = run.share(config.train_batch_size)
         idx = torch.randint(0, len(lat_pos), (config.train_batch_size,), generator=g)[share]
         cond = pair_cond[idx] if len(pair_cond) > 1 else pair_cond
         # the prior term's rows: ∅ alone (the paper's), or ∅ and the preserve prompts in turn over global rows
@@ -336,12 +326,8 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
         stats["dpo"].append(float(parts["dpo"]))
         stats["reg"].append(float(parts["reg"]))
         accelerator.log({"loss": stats["loss"][-1], "dpo": stats["dpo"][-1], "reg": stats["reg"][-1]}, step=step + 1)
-        if output_dir and checkpointing_steps and (step + 1) % checkpointing_steps == 0 and \
-                accelerator.is_main_process:
-            save_checkpoint(output_dir, step + 1, {"config": run_config, "stats": stats}, lora, opt.state_dict(),
-                            checkpoints_total_limit)
-        if callback is not None:
-            callback(step + 1)
+        run.checkpoint(step + 1, {"stats": stats}, lora, opt.state_dict())
+        run.after_step(step + 1)
     unet.eval()
     return {"final_loss": stats["loss"][-1], "first_loss": stats["loss"][0],
             "mean_dpo_last_10pct": sum(stats["dpo"][-max(1, len(stats["dpo"]) // 10):]) /
