@@ -50,6 +50,7 @@ class UnlearnResult:
     runtime_seconds: float
     technique: str
     extra: dict[str, Any] = field(default_factory=dict)
+    artifact_kind: str = "fused weights"  # see ARTIFACT_KINDS
     lora_state_dict: dict[str, Any] | None = None  # adapter methods: written as pytorch_lora_weights.safetensors
     extra_tensors: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> tensors, saved alongside
 
@@ -63,6 +64,7 @@ class UnlearnResult:
             "config": self.config.to_dict(),
             "config_hash": self.config.config_hash(),
             "technique": self.technique,
+            "artifact_kind": self.artifact_kind,
             "multi_concept": self.extra.get("multi_concept", False),
             "edited_parameters": self.edited_parameters,
             "edited_parameter_count": self.edited_parameter_count,
@@ -75,11 +77,20 @@ class UnlearnResult:
         }
 
 
+# What a method's output is: weights fused into the pipeline's components, a LoRA adapter (written beside the fused
+# pipeline), text-encoder weights, a custom pipeline class, or nothing to save (inference-time methods).
+ARTIFACT_KINDS = ("fused weights", "LoRA adapter", "text-encoder weights", "custom pipeline", "inference-time only")
+
+
 class Unlearner:
     """Base class: ``Unlearner(config).unlearn(pipeline) -> UnlearnResult`` (edits ``pipeline`` in place)."""
 
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     technique: ClassVar[str] = ""
+    artifact_kind: ClassVar[str] = "fused weights"
+    # trained methods take the scaffold's arguments (accelerator, output_dir, checkpointing_steps,
+    # checkpoints_total_limit, resume_from_checkpoint, progress) in their constructor
+    trained: ClassVar[bool] = False
     multi_concept: ClassVar[bool] = False  # erases several concepts in one run, as the method's paper shows
 
     def __init__(self, config: MethodConfig):
@@ -99,16 +110,42 @@ class Unlearner:
         from ..families import family_of
 
         family = family_of(pipeline)
-        denoiser = family.denoiser(pipeline)
-        params = dict(denoiser.named_parameters())
-        count = sum(params[n].numel() for n in edited if n in params)
-        total = sum(p.numel() for p in denoiser.parameters())
+        count, total, components = edited_parameter_counts(pipeline, edited, family.denoiser_name)
+        if self.artifact_kind not in ARTIFACT_KINDS:
+            raise RuntimeError(f"{type(self).__name__}.artifact_kind {self.artifact_kind!r} is not one of "
+                               f"{ARTIFACT_KINDS}.")
         return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique,
-                             extra={"multi_concept": self.multi_concept, "model_family": family.name})
+                             extra={"multi_concept": self.multi_concept, "model_family": family.name,
+                                    "edited_components": components}, artifact_kind=self.artifact_kind)
 
     def _unlearn(self, pipeline) -> list[str]:
-        """Edit ``pipeline`` in place; return the names of the denoiser parameters that were changed."""
+        """Edit ``pipeline`` in place; return the names of the parameters that were changed: the denoiser's as they
+        are (``down_blocks.0...``), other components' prefixed with the component (``text_encoder.text_model...``)."""
         raise NotImplementedError
+
+
+def edited_parameter_counts(pipeline, edited: list[str], denoiser_name: str = "unet") -> tuple[int, int, list[str]]:
+    """(edited parameters, parameters of every component that changed, those components) for ``edited`` names
+    (denoiser names bare, other components' prefixed with the component name). The denoiser always counts in the
+    total, so a method's share compares with every other method's."""
+    import torch
+
+    modules = {k: v for k, v in pipeline.components.items() if isinstance(v, torch.nn.Module)}
+    by_component: dict[str, list[str]] = {}
+    for name in edited:
+        head, _, rest = name.partition(".")
+        comp, pname = (head, rest) if head in modules and head != denoiser_name else (denoiser_name, name)
+        by_component.setdefault(comp, []).append(pname)
+    count, components = 0, sorted(set(by_component) | {denoiser_name})
+    for comp, names in by_component.items():
+        params = dict(modules[comp].named_parameters())
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise RuntimeError(f"Edited parameter(s) {unknown[:3]} are not parameters of {comp}; a method must "
+                               f"return the names it changed.")
+        count += sum(params[n].numel() for n in names)
+    total = sum(p.numel() for comp in components for p in modules[comp].parameters())
+    return count, total, components
 
 
 _REGISTRY = Registry("method")

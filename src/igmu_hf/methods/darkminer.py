@@ -476,6 +476,8 @@ class DarkMinerUnlearner(Unlearner):
 
     config_class = DarkMinerConfig
     technique = "mined-embedding circumvention with a value-projection LoRA"
+    artifact_kind = "LoRA adapter"  # pytorch_lora_weights.safetensors, beside the fused pipeline
+    trained = True
 
     def __init__(self, config: DarkMinerConfig, pool_images: list | None = None, accelerator=None,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,

@@ -361,6 +361,8 @@ class DUOUnlearner(Unlearner):
 
     config_class = DUOConfig
     technique = "preference optimisation (DPO) of a self-attention LoRA"
+    artifact_kind = "LoRA adapter"  # pytorch_lora_weights.safetensors, beside the fused pipeline
+    trained = True
 
     def __init__(self, config: DUOConfig, detector=None, pairs=None, accelerator=None, progress: bool = True,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
