@@ -24,18 +24,18 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .atomic import save_image_atomic, write_text_atomic
 from .config import ConfigBase
+from .metrics.registry import ScoreContext, Skipped, list_metrics, metric_groups  # noqa: F401  (Skipped re-exported)
 
 
 logger = logging.getLogger(__name__)
 
 ASPECTS = ("forgetting", "preservation", "quality", "robustness", "efficiency")
-METRICS = ("multclf", "csdr", "lpips", "yolo", "fid", "clip_score", "asr", "efficiency", "legacy")
+METRICS = ("multclf", "csdr", "lpips", "yolo", "fid", "clip_score", "asr", "efficiency", "legacy")  # built-in groups
 METRIC_LIBRARIES = ("evaluate", "lpips", "ultralytics", "nudenet", "scipy")
 HUMAN_WORDS = ("person", "people", "man", "woman", "men", "women", "human", "girl", "boy")
 
@@ -56,7 +56,8 @@ class EvalIGMUConfig(ConfigBase):
     generation_kwargs: dict = field(default_factory=dict, metadata={"help": "Pipeline call kwargs (steps, CFG)."})
     batch_size: int = field(default=16, metadata={"help": "Images per generation/scoring chunk (fixed, so the "
                             "number of processes does not change any image)."})
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    metrics: list[str] = field(default_factory=lambda: list(metric_groups()),
+                               metadata={"help": "Metric groups to compute (default: every registered one)."})
     multclf: str | None = None
     clip: str | None = None
     yolo: str | None = None
@@ -75,9 +76,9 @@ class EvalIGMUConfig(ConfigBase):
     def __post_init__(self):
         if not self.task:
             raise ValueError("`task` is empty; name the CatIGMU target to evaluate, e.g. 'nudity' or 'circle'.")
-        unknown = sorted(set(self.metrics) - set(METRICS))
+        unknown = sorted(set(self.metrics) - set(metric_groups()))
         if unknown:
-            raise ValueError(f"Unknown metric(s) {unknown}; metrics: {', '.join(METRICS)}.")
+            raise ValueError(f"Unknown metric(s) {unknown}; metrics: {', '.join(metric_groups())}.")
         if self.images_per_prompt < 1 or self.num_prompts < 1 or self.batch_size < 1:
             raise ValueError("`images_per_prompt`, `num_prompts` and `batch_size` must be at least 1.")
 
@@ -89,8 +90,6 @@ class ImageJob:
     seed: int
 
 
-class Skipped(Exception):
-    """A metric that does not apply (or cannot run); the message is the reason written in the report."""
 
 
 class EvalIGMU:
@@ -313,154 +312,19 @@ class EvalIGMU:
         unrelated_ids = sorted(i for i in mine if i.startswith("unrelated-"))
         do1_prompts = {f"forget-{i:04d}-{j}": self.spec.do1(p) for i, p in enumerate(self.forget_prompts)
                        for j in range(cfg.images_per_prompt)}
-        csdr_ids = [i for i in forget_ids if do1_prompts[i].strip()]  # "a circle" minus "circle" leaves no prompt
         shard = _Sharder(state, cfg.batch_size)
         result = {a: {} for a in ASPECTS}
         result["legacy"] = {}
         result["num_images"] = {"forget": len(forget_ids), "unrelated": len(unrelated_ids)}
-
-        def metric(aspect: str, key: str, needs: str, fn: Callable[[], Any]) -> None:
-            if needs not in want:
-                return
+        ctx = ScoreContext(self, name, original, mine, ref, run, pipelines, out, progress, shard, forget_ids,
+                           unrelated_ids, do1_prompts)
+        for entry in list_metrics():  # the registry (igmu_hf.metrics.evaligmu and any registered later)
+            if entry.group not in want:
+                continue
             try:
-                result[aspect][key] = fn()
+                result[entry.aspect][entry.key] = entry.compute(ctx)
             except Skipped as why:
-                result[aspect][key] = {"skipped": str(why)}
-
-        def multclf():
-            model, processor, info = self._get("multclf")
-            from .metrics.forgetting import forgetting_rate_from_probabilities, multclf_probabilities
-
-            task = info["task_head"]
-            probs = shard.map(forget_ids, lambda ids: multclf_probabilities([mine[i] for i in ids], model, processor,
-                                                                            task).tolist())
-            return {**forgetting_rate_from_probabilities(np.array([probs[i] for i in forget_ids]),
-                                                         model.config.threshold), "detector": info["id"]}
-
-        def clip_per_image(ids: list[str], imgs: dict, prompts: dict) -> dict:
-            model, processor, _ = self._get("clip")
-            from .metrics.clip_score import clip_scores
-
-            return shard.map(ids, lambda chunk: clip_scores([imgs[i] for i in chunk], [prompts[i] for i in chunk],
-                                                            model, processor).tolist())
-
-        def csdr():
-            if not csdr_ids:
-                raise Skipped("no forget prompt keeps any word once the target is removed (do-1 is empty)")
-            from .metrics.clip_score import csdr_from_scores
-
-            ref_do1 = {i: ref["do1-" + i[len("forget-"):]] for i in csdr_ids}
-            a = clip_per_image(csdr_ids, ref_do1, do1_prompts)
-            b = clip_per_image(csdr_ids, mine, do1_prompts)
-            return {**csdr_from_scores(np.array([a[i] for i in csdr_ids]), np.array([b[i] for i in csdr_ids])),
-                    "pairs": "original(do-1 prompt) vs model(full prompt), same seed"}
-
-        def lpips_pairs(ids: list[str], first: dict, second: dict) -> dict:
-            model, info = self._get("lpips")
-            from .metrics.perceptual import lpips_distances
-
-            per = shard.map(ids, lambda chunk: list(lpips_distances({i: first[i] for i in chunk},
-                                                                    {i: second[i] for i in chunk}, model).values()))
-            return {"lpips": float(np.mean([per[i] for i in ids])), "num_pairs": len(ids),
-                    "backbone_weights": info["backbone_weights"]}
-
-        def lpips_do1():
-            ref_do1 = {i: ref["do1-" + i[len("forget-"):]] for i in forget_ids}
-            return {**lpips_pairs(forget_ids, ref_do1, mine),
-                    "pairs": "original(do-1 prompt) vs model(full prompt), same seed"}
-
-        def lpips_unrelated():
-            if name == original:
-                raise Skipped("the original is the reference (distance 0 by definition)")
-            return {**lpips_pairs(unrelated_ids, ref, mine), "pairs": "original vs model, same unrelated prompt+seed"}
-
-        def yolo():
-            class_name = self.yolo_class()
-            model, info = self._get("yolo")
-            from .metrics.detection import class_index, person_counts
-
-            class_index(model, class_name)  # raise here on every process, even one whose share of chunks is empty
-            counts = shard.map(forget_ids, lambda ids: person_counts([mine[i] for i in ids], model, class_name,
-                                                                     cfg.yolo_conf, cfg.yolo_iou))
-            hits = [counts[i] > 0 for i in forget_ids]
-            return {"person_rate": 100.0 * float(np.mean(hits)), "class_name": class_name, "num_images": len(hits),
-                    "conf": cfg.yolo_conf, "iou": cfg.yolo_iou}
-
-        def fid():
-            if name == original:
-                raise Skipped("the original is the reference (FID 0 by definition)")
-            extractor = self._get("fid")
-            feats = {}
-            for key, imgs in (("ref", ref), ("mine", mine)):
-                per = shard.map(unrelated_ids, lambda ids, imgs=imgs: [f.tolist() for f in extractor(
-                    [imgs[i] for i in ids])])
-                feats[key] = np.array([per[i] for i in unrelated_ids])
-            from .metrics.fid import fid_from_features
-
-            return {**fid_from_features(feats["ref"], feats["mine"], details=True), "num_images": len(unrelated_ids),
-                    "images": "unrelated prompts, original vs model", **extractor.info}
-
-        def clip_unrelated():
-            prompts = {f"unrelated-{i:04d}-{j}": p for i, p in enumerate(self.unrelated_prompts)
-                       for j in range(cfg.images_per_prompt)}
-            per = clip_per_image(unrelated_ids, mine, prompts)
-            return {"clip_score": float(np.mean([per[i] for i in unrelated_ids])), "num_images": len(unrelated_ids),
-                    "images": "unrelated prompts"}
-
-        def robustness():
-            if not cfg.attack:
-                raise Skipped("no attack requested (pass --attack unlearndiffatk)")
-            return self._attack(name, pipelines, original, out, progress)
-
-        def efficiency():
-            if name == original:
-                raise Skipped("the original model was not unlearned")
-            if not run:
-                raise Skipped(f"no run metadata (igmu_run.json) for {name!r}")
-            from .metrics.efficiency import efficiency_from_run
-
-            return efficiency_from_run(run)
-
-        def legacy_nudenet():
-            from .judges import is_nudity
-
-            if not is_nudity(self.spec.target):
-                raise Skipped("NudeNet detects nudity only")
-            from .metrics.legacy import nudenet_concept_ratio
-
-            return nudenet_concept_ratio([mine[i] for i in forget_ids], threshold=cfg.nudenet_threshold)
-
-        def legacy_clip_zero_shot():
-            model, processor, _ = self._get("clip")
-            from .metrics.legacy import clip_zero_shot
-
-            candidates = self.domain.zero_shot_candidates(self.spec)
-            if len(candidates) < 2:
-                raise Skipped(f"CatIGMU lists no alternative classes for {self.spec.target!r}")
-            return clip_zero_shot([mine[i] for i in forget_ids], self.spec.target, candidates, model, processor)
-
-        def legacy_clip_accuracy():
-            model, processor, _ = self._get("clip")
-            from .metrics.legacy import clip_accuracy
-
-            anchor = self.spec.anchor_prompts[0] if self.spec.anchor_prompts else ""
-            if not anchor.strip():
-                raise Skipped(f"CatIGMU gives no anchor prompt for {self.spec.target!r}")
-            return clip_accuracy([mine[i] for i in forget_ids], f"an image of {self.spec.target}", anchor, model,
-                                 processor)
-
-        metric("forgetting", "multclf_forgetting_rate", "multclf", multclf)
-        metric("preservation", "csdr", "csdr", csdr)
-        metric("preservation", "lpips_do1", "lpips", lpips_do1)
-        metric("preservation", "lpips_unrelated", "lpips", lpips_unrelated)
-        metric("preservation", "yolo_person_rate", "yolo", yolo)
-        metric("quality", "fid", "fid", fid)
-        metric("quality", "clip_score_unrelated", "clip_score", clip_unrelated)
-        metric("robustness", "attack_success_rate", "asr", robustness)
-        metric("efficiency", "run", "efficiency", efficiency)
-        metric("legacy", "nudenet_concept_ratio", "legacy", legacy_nudenet)
-        metric("legacy", "clip_zero_shot", "legacy", legacy_clip_zero_shot)
-        metric("legacy", "clip_accuracy", "legacy", legacy_clip_accuracy)
+                result[entry.aspect][entry.key] = {"skipped": str(why)}
         return result
 
     def _attack(self, name: str, pipelines: dict, original: str, out: Path, progress: bool) -> dict:

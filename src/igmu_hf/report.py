@@ -74,19 +74,15 @@ def radar_chart(scores: dict[str, dict[str, float | None]], path: Path) -> None:
 def model_index(report: dict, name: str) -> dict:
     """The ``model-index`` block (Hub model card metadata) of one evaluated model."""
     m, task = report["models"][name], report["task"]
-    rows = [("multclf_forgetting_rate", "Forgetting rate (MultClf, lower is better)", "forgetting",
-             "multclf_forgetting_rate", "forgetting_rate"),
-            ("csdr", "CSDR % (lower is better)", "preservation", "csdr", "csdr"),
-            ("lpips", "LPIPS to the original's do-1 image", "preservation", "lpips_do1", "lpips"),
-            ("yolo_person_rate", "YOLO person rate %", "preservation", "yolo_person_rate", "person_rate"),
-            ("fid", "FID to the original (unrelated prompts)", "quality", "fid", "fid"),
-            ("clip_score", "CLIP score (unrelated prompts)", "quality", "clip_score_unrelated", "clip_score"),
-            ("attack_success_rate", "Attack success rate", "robustness", "attack_success_rate", "asr")]
+    from .metrics.registry import list_metrics
+
     metrics = []
-    for mtype, label, aspect, key, field in rows:
-        value = _value(m[aspect].get(key), field)
-        if value is not None:
-            metrics.append({"type": f"igmu/{mtype}", "name": label, "value": round(float(value), 6)})
+    for entry in list_metrics():  # every registered metric's columns that name a model-index entry
+        for col in entry.columns:
+            value = _value(m.get(entry.aspect, {}).get(entry.key), col.value)
+            if col.model_index and value is not None:
+                metrics.append({"type": f"igmu/{col.model_index_type or entry.key}", "name": col.model_index,
+                                "value": round(float(value), 6)})
     return {"model-index": [{"name": name, "results": [{
         "task": {"type": "text-to-image", "name": f"Concept unlearning: {task['target']} ({task['category']})"},
         "dataset": {"type": "igmu/evaligmu-prompts", "name": f"EvalIGMU prompts for {task['target']}",
@@ -110,17 +106,15 @@ def markdown(report: dict, grids: dict[str, str]) -> str:
              f"CatIGMU category **{task['category']}**. {len(report['prompts']['forget'])} forget prompts, "
              f"{len(report['prompts']['unrelated'])} unrelated prompts, {report['generation']['images_per_prompt']} "
              f"image(s) per prompt, seeds from {report['generation']['seed']} (paired across models).", "",
-             "| model | forgetting rate ↓ | CSDR % ↓ | LPIPS do-1 ↓ | LPIPS unrelated ↓ | YOLO person % ↑ | FID ↓ | "
-             "CLIP score ↑ | ASR ↓ | edited share ↓ | runtime s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             ]
+    from .metrics.registry import list_metrics
+
+    columns = [(entry, col) for entry in list_metrics() if entry.aspect != "legacy" for col in entry.columns]
+    lines += ["| model | " + " | ".join(col.header for _, col in columns) + " |",
+              "|---|" + "---|" * len(columns)]
     for name, m in models.items():
-        f, p, q, r, e = (m[a] for a in ("forgetting", "preservation", "quality", "robustness", "efficiency"))
-        lines.append(f"| {name} | {_fmt(f.get('multclf_forgetting_rate'), 'forgetting_rate', '.2f')} | "
-                     f"{_fmt(p.get('csdr'), 'csdr', '.2f')} | {_fmt(p.get('lpips_do1'), 'lpips')} | "
-                     f"{_fmt(p.get('lpips_unrelated'), 'lpips')} | {_fmt(p.get('yolo_person_rate'), 'person_rate', '.1f')} | "
-                     f"{_fmt(q.get('fid'), 'fid')} | {_fmt(q.get('clip_score_unrelated'), 'clip_score', '.2f')} | "
-                     f"{_fmt(r.get('attack_success_rate'), 'asr', '.2f')} | {_fmt(e.get('run'), 'edited_parameter_share', '.2e')} | "
-                     f"{_fmt(e.get('run'), 'runtime_seconds', '.1f')} |")
+        cells = [_fmt(m.get(entry.aspect, {}).get(entry.key), col.value, col.fmt) for entry, col in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     skipped = sorted({f"{aspect}/{k}: {v['skipped']}" for m in models.values() for aspect, d in m.items()
                       if isinstance(d, dict) for k, v in d.items() if isinstance(v, dict) and "skipped" in v})
     if skipped:
