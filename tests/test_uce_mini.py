@@ -59,3 +59,29 @@ def test_demo_writes_the_report_folder(tmp_path):
     from PIL import Image
 
     assert Image.open(out / "grid_uce.png").size[0] > 300
+    # the demo's unlearned model forgets: MultClf rate of the original vs UCE on the same seeds
+    rates = {m: report["models"][m]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"] for m in report["models"]}
+    assert rates["original"] >= 0.75 and rates["uce"] <= rates["original"] / 2
+
+
+def test_reports_runs_and_cards_hold_no_absolute_local_paths(tmp_path):
+    """Everything a user may publish (the model folder, the report folder) names detectors and the base model by
+    id, never by this machine's paths."""
+    from pathlib import Path
+
+    import igmu_hf
+    from igmu_hf.hub import load_pipeline, resolve_id
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--output_dir", str(out)]) == 0
+    package = str(Path(igmu_hf.__file__).resolve().parent)
+    texts = {p: p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".md", ".yaml", ".jsonl")}
+    assert len(texts) >= 6
+    for path, text in texts.items():
+        assert package not in text and str(tmp_path) not in text, path
+    run = json.loads((out / "model" / "igmu_run.json").read_text())
+    assert run["base_model"] == "igmu_hf:mini/weights/pipeline"
+    assert load_pipeline(run["base_model"]).unet is not None and Path(resolve_id(run["base_model"])).is_dir()
+    report = json.loads((out / "report.json").read_text())
+    assert report["detectors"]["multclf"]["id"] == "igmu_hf:mini/weights/multclf"
+    assert len(report["detectors"]["multclf"]["checkpoint_sha256"]) == 16

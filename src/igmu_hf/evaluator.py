@@ -338,7 +338,7 @@ class EvalIGMU:
                                         prompts=self.forget_prompts, original=pipelines[original],
                                         output_dir=str(folder), progress=progress)
         return {**asr_from_outcomes(result.outcomes), "attack": self.config.attack, "judge": result.judge,
-                "config_hash": result.summary["config_hash"], "outcomes": str(folder / "outcomes.jsonl")}
+                "config_hash": result.summary["config_hash"], "outcomes": f"attacks/{name}/outcomes.jsonl"}
 
 
 class _Sharder:

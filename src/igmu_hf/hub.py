@@ -22,6 +22,43 @@ _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 _TEMPLATE = Path(importlib.import_module("igmu_hf.model_cards").__file__).parent / "unlearned_pipeline.md"
 
 
+PACKAGE_PREFIX = "igmu_hf:"
+
+
+def portable_id(name_or_path) -> str | None:
+    """How a model or detector is recorded in run metadata, reports and cards: never an absolute local path.
+
+    Files shipped inside the package become ``igmu_hf:<path inside the package>`` (resolved back by
+    :func:`resolve_id` on any machine); another absolute local path becomes its folder name alone (pass it again
+    explicitly, e.g. ``--original``); Hub ids and relative paths are kept as given."""
+    if name_or_path is None:
+        return None
+    text = str(name_or_path)
+    if text.startswith(PACKAGE_PREFIX):
+        return text
+    path = Path(text)
+    package = Path(__file__).resolve().parent
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return text
+    if path.exists() and resolved.is_relative_to(package):
+        return PACKAGE_PREFIX + resolved.relative_to(package).as_posix()
+    if path.is_absolute():
+        return path.name
+    return text
+
+
+def resolve_id(name_or_path):
+    """The loadable form of a recorded id: ``igmu_hf:<path>`` -> the file inside the installed package."""
+    if name_or_path is None:
+        return None
+    text = str(name_or_path)
+    if text.startswith(PACKAGE_PREFIX):
+        return str(Path(__file__).resolve().parent / text[len(PACKAGE_PREFIX):])
+    return name_or_path
+
+
 def default_pretrained_model_name_or_path() -> str:
     """The embedded mini world's pipeline: the default base model of every command."""
     from .mini import PIPELINE_PATH
@@ -38,7 +75,7 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
     """
     from diffusers import DiffusionPipeline
 
-    path = str(pretrained_model_name_or_path or default_pretrained_model_name_or_path())
+    path = str(resolve_id(pretrained_model_name_or_path) or default_pretrained_model_name_or_path())
     local = Path(path)
     looks_like_hub_id = not local.is_absolute() and path.count("/") == 1 and not path.startswith(".")
     if local.is_file():
@@ -128,6 +165,7 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     The folder is assembled next to ``output_dir`` and swapped in at the end, so a crash never leaves a half
     written run nor destroys the previous one.
     """
+    base_model = portable_id(base_model)  # the folder may be pushed: no absolute local path in it
     metadata = {**result.metadata(), "base_model": base_model}
     check_output_dir(output_dir, metadata["config_hash"], overwrite)
     out = Path(output_dir).resolve()
@@ -135,6 +173,7 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         result.pipeline.save_pretrained(tmp, safe_serialization=True)
+        _scrub_name_or_path(tmp)
         if result.lora_state_dict is not None:  # the adapter too: pipe.load_lora_weights(output_dir) on the base
             from .families import family_of
 
@@ -156,6 +195,21 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _scrub_name_or_path(folder: Path) -> None:
+    """diffusers and transformers record where a component was loaded from (``_name_or_path``); a folder that may be
+    pushed keeps the portable id instead of this machine's path."""
+    for f in list(folder.glob("*.json")) + list(folder.glob("*/*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("_name_or_path"), str):
+            portable = portable_id(data["_name_or_path"])
+            if portable != data["_name_or_path"]:
+                data["_name_or_path"] = portable
+                f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def publish_to_cache(folder: str | os.PathLike, repo_id: str, cache_dir: str | os.PathLike | None = None,

@@ -102,7 +102,10 @@ class MiniConceptJudge(ConceptJudge):
     def info(self) -> dict[str, Any]:
         if self._hash is None:
             self._hash = state_dict_sha256(self.classifier)
-        return {**super().info(), "detector": getattr(self.classifier, "name_or_path", "") or "mini-classifier",
+        from .hub import portable_id
+
+        return {**super().info(), "detector": portable_id(getattr(self.classifier, "name_or_path", "")) or
+                "mini-classifier",
                 "head": self.factor, "checkpoint_sha256": self._hash}
 
 

@@ -155,6 +155,9 @@ def domain_of_concept(concept: str) -> Domain:
 
 
 def _same_path(a, b) -> bool:
+    from ..hub import resolve_id
+
+    a, b = resolve_id(a), resolve_id(b)
     try:
         return Path(a).resolve() == Path(b).resolve()
     except (OSError, TypeError):

@@ -67,8 +67,10 @@ class FeatureExtractor:
         elif name.startswith("clip:"):
             from .loaders import load_detector
 
+            from ..hub import portable_id
+
             self.model, self.processor, _ = load_detector("clip", name[len("clip:"):])  # the CLIP score's, cached
-            self.info = {"feature_extractor": f"CLIP image embeddings of {name[len('clip:'):]}"}
+            self.info = {"feature_extractor": f"CLIP image embeddings of {portable_id(name[len('clip:'):])}"}
         else:
             raise ValueError(f"Unknown FID feature extractor {name!r}; use 'inception' or 'clip:<CLIP folder or id>'.")
 

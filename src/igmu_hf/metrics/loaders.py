@@ -25,25 +25,27 @@ def resolve(kind: str, name: str | None) -> str:
 @lru_cache(maxsize=8)
 def load_detector(kind: str, name: str | None = None) -> tuple[Any, ...]:
     """``(model, processor_or_None, info)`` for ``kind`` in multclf, clip, yolo, fid_feature_extractor."""
+    from ..hub import portable_id
     from ..judges import state_dict_sha256
 
     name = resolve(kind, name)
+    recorded = portable_id(name)
     if kind == "multclf":
         from ..detectors.multclf import load_multclf
 
         model, processor = load_multclf(name)
-        return model, processor, {"id": name, "checkpoint_sha256": state_dict_sha256(model),
+        return model, processor, {"id": recorded, "checkpoint_sha256": state_dict_sha256(model),
                                   "threshold": model.config.threshold}
     if kind == "clip":
         from .clip_score import load_clip
 
         model, processor = load_clip(name)
-        return model, processor, {"id": name, "checkpoint_sha256": state_dict_sha256(model)}
+        return model, processor, {"id": recorded, "checkpoint_sha256": state_dict_sha256(model)}
     if kind == "yolo":
         from ..detectors.yolo import load_yolo
 
         model = load_yolo(name)
-        return model, None, {"id": name, "checkpoint_sha256": state_dict_sha256(model.model)}
+        return model, None, {"id": recorded, "checkpoint_sha256": state_dict_sha256(model.model)}
     if kind == "fid_feature_extractor":
         from .fid import FeatureExtractor
 
