@@ -42,3 +42,10 @@ def test_two_processes_give_the_single_process_adapter_and_embeddings(tmp_path, 
     ea = load_file(str(one / "mined_embeddings.safetensors"))["embeddings"]
     eb = load_file(str(two / "mined_embeddings.safetensors"))["embeddings"]
     torch.testing.assert_close(ea, eb, atol=1e-3, rtol=0)
+    # mining moved every embedding away from its start (the mini preset starts from the pool prompt's tokens)
+    from igmu_hf.hub import load_pipeline
+
+    pipe = load_pipeline()
+    ids = pipe.tokenizer("a circle photo", add_special_tokens=False).input_ids
+    start = pipe.text_encoder.get_input_embeddings().weight.detach()[torch.tensor(ids * 4)[:4]]
+    assert len(ea) == 2 and all(float((e - start).abs().max()) > 1e-3 for e in ea)
