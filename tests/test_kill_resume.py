@@ -1,0 +1,46 @@
+"""A DUO run killed with SIGKILL mid-training resumes from its last checkpoint to the uninterrupted adapter."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--concept", "circle", "--unsafe_prompt", "a circle", "--safe_prompt", "a square", "--num_pairs", "2",
+        "--num_inference_steps", "2", "--max_train_steps", "300", "--train_batch_size", "2", "--base_lr", "1.0",
+        "--method_kwargs", '{"pair_filter": "none", "lora_rank": 4, "lora_alpha": 4}']
+
+
+def test_duo_killed_with_sigkill_resumes_to_the_uninterrupted_adapter(tiny_pipeline_dir, tmp_path):
+    script = str(ROOT / "examples" / "train_duo.py")
+    common = [sys.executable, script, *ARGS, "--pretrained_model_name_or_path", tiny_pipeline_dir,
+              "--pairs_dataset", str(tmp_path / "pairs")]
+    subprocess.run([*common, "--output_dir", str(tmp_path / "full")], check=True, capture_output=True, timeout=600)
+
+    out = tmp_path / "killed"
+    ckpts = tmp_path / "killed-checkpoints"
+    proc = subprocess.Popen([*common, "--output_dir", str(out), "--checkpointing_steps", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (ckpts / "checkpoint-40").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # no clean-up: the run dies wherever it is
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "pytorch_lora_weights.safetensors").exists(), "the run finished before it was killed"
+    steps = sorted(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*"))
+    assert steps and steps[-1] < 300
+
+    subprocess.run([*common, "--output_dir", str(out), "--checkpointing_steps", "20", "--resume_from_checkpoint",
+                    "latest"], check=True, capture_output=True, timeout=600)
+    a = load_file(str(tmp_path / "full" / "pytorch_lora_weights.safetensors"))
+    b = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    assert max(float(v.abs().max()) for k, v in a.items() if "lora.up" in k) > 1e-3  # the adapter moved
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
