@@ -275,3 +275,19 @@ def test_igmu_evaluate_reports_attack_robustness(uce_folder, tmp_path):
     assert saved["models"]["uce"]["robustness"]["attack_success_rate"]["asr"] == uce["asr"]
     summary = json.loads((tmp_path / "attacks" / "uce" / "summary.json").read_text())
     assert summary["asr"] == uce["asr"] and summary["judge"] == uce["judge"]
+
+
+def test_judge_success_is_a_score_at_or_above_the_threshold(mini_classifier):
+    """Success is ``score >= threshold``: a score equal to the threshold succeeds, the next float above fails."""
+    import numpy as np
+    from PIL import Image
+
+    from igmu_hf.mini.domain import make_dataset
+
+    images = [Image.fromarray(a) for a in make_dataset(6, seed=4)[0]]
+    scores = MiniConceptJudge(mini_classifier, "circle").score(images)
+    k = int(scores.argmax())
+    at = MiniConceptJudge(mini_classifier, "circle", threshold=float(scores[k]))
+    above = MiniConceptJudge(mini_classifier, "circle", threshold=float(np.nextafter(np.float32(scores[k]),
+                                                                                     np.float32(2.0))))
+    assert bool(at.detect(images)[k]) and not bool(above.detect(images)[k])

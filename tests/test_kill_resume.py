@@ -44,3 +44,40 @@ def test_duo_killed_with_sigkill_resumes_to_the_uninterrupted_adapter(tiny_pipel
     assert max(float(v.abs().max()) for k, v in a.items() if "lora.up" in k) > 1e-3  # the adapter moved
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_dark_miner_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_pipeline_dir, tmp_path):
+    import json
+
+    from igmu_hf.mini import CLIP_PATH
+
+    script = str(ROOT / "examples" / "train_darkminer.py")
+    kwargs = {"mining_images": 2, "circumvent_images": 2, "circumvent_lr": 5.0, "circumvent_lr_decayed": 5.0,
+              "lora_rank": 4, "lora_alpha": 4, "clip_model_name_or_path": CLIP_PATH}
+    common = [sys.executable, script, "--concept", "circle", "--pretrained_model_name_or_path", tiny_pipeline_dir,
+              "--pool_size", "2", "--embedding_length", "4", "--mining_epochs", "60", "--mining_batch_size", "2",
+              "--circumvent_epochs", "60", "--circumvent_batch_size", "2", "--max_loops", "2",
+              "--num_inference_steps", "2", "--tau", "-1", "--method_kwargs", json.dumps(kwargs),
+              "--pool_dataset", str(tmp_path / "pool")]
+    subprocess.run([*common, "--output_dir", str(tmp_path / "full")], check=True, capture_output=True, timeout=600)
+
+    out, ckpts = tmp_path / "killed", tmp_path / "killed-checkpoints"
+    proc = subprocess.Popen([*common, "--output_dir", str(out), "--checkpointing_steps", "10"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # kill it in the second loop's mining, after the first loop's circumvention
+        deadline = time.time() + 300
+        while not any(int(p.name.split("-")[1]) >= 140 for p in ckpts.glob("checkpoint-*")) and \
+                proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "pytorch_lora_weights.safetensors").exists(), "the run finished before it was killed"
+
+    subprocess.run([*common, "--output_dir", str(out), "--checkpointing_steps", "10", "--resume_from_checkpoint",
+                    "latest"], check=True, capture_output=True, timeout=600)
+    for name, key in (("pytorch_lora_weights.safetensors", None), ("mined_embeddings.safetensors", "embeddings")):
+        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(out / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)

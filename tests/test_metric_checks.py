@@ -125,3 +125,44 @@ def test_a_module_published_to_the_modules_cache_loads_by_hub_id_offline(tmp_pat
     ims = [Image.fromarray(x) for x in d]
     model, processor = load_clip(CLIP_PATH)
     assert out["csdr"] == pytest.approx(csdr(ims[::-1], ims, c, model, processor)["csdr"], rel=1e-5)
+
+
+def test_evaluate_modules_equal_independent_computations():
+    """The modules against values computed here from scratch: the CLIP score from the CLIP model's own embeddings,
+    FID with a Fréchet distance written in this test, ASR by counting the records."""
+    import scipy.linalg
+    import torch
+
+    from igmu_hf.metrics.clip_score import load_clip
+    from igmu_hf.mini.domain import make_dataset
+
+    drawings, captions, _ = make_dataset(8, seed=5)
+    ims = [Image.fromarray(d) for d in drawings]
+    model, processor = load_clip(CLIP_PATH)
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=processor(images=ims, return_tensors="pt")["pixel_values"])
+        img = getattr(img, "pooler_output", img)
+        tok = processor(text=captions, return_tensors="pt", padding=True)
+        txt = model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        txt = getattr(txt, "pooler_output", txt)
+    cos = (img / img.norm(dim=-1, keepdim=True) * (txt / txt.norm(dim=-1, keepdim=True))).sum(-1)
+    by_hand = float((100 * cos.clamp(min=0)).mean())
+    got = load("clip_score", config_name="mini").compute(predictions=ims, references=captions)["clip_score"]
+    assert got == pytest.approx(by_hand, rel=1e-4)
+
+    feats = (img / img.norm(dim=-1, keepdim=True)).double().numpy()
+    a, b = feats[:4], feats[4:]
+
+    def frechet(x, y):
+        mx, my = x.mean(0), y.mean(0)
+        cx, cy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+        root = scipy.linalg.sqrtm(cx @ cy).real
+        return float(((mx - my) ** 2).sum() + np.trace(cx + cy - 2 * root))
+
+    out = load("fid", config_name="mini").compute(predictions=ims[4:], references=ims[:4])
+    assert out["fid"] == pytest.approx(frechet(b, a), rel=1e-3, abs=1e-4)
+
+    success = [True, True, False, True, False, False]
+    pre = [True, False, False, False, False, False]
+    asr = load("attack_success_rate").compute(success=success, pre_attack_success=pre)
+    assert asr["asr"] == sum(s or p for s, p in zip(success, pre)) / 6 and asr["pre_attack_asr"] == 1 / 6
