@@ -1,4 +1,4 @@
-"""A DUO run killed with SIGKILL mid-training resumes from its last checkpoint to the uninterrupted adapter."""
+"""Runs killed with SIGKILL (DUO, Dark Miner, igmu evaluate) resume to the uninterrupted result."""
 
 import signal
 import subprocess
@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -81,3 +82,39 @@ def test_dark_miner_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_evaluate_killed_with_sigkill_resumes_to_the_same_report_without_regenerating(tmp_path):
+    import json
+    import os
+
+    from igmu_hf.api import run_unlearn
+
+    folder, _ = run_unlearn("uce", ["circle"], str(tmp_path / "uce"))
+    cmd = [sys.executable, "-m", "igmu_hf.cli", "evaluate", "--unlearned", str(folder), "--num_prompts", "8",
+           "--metrics", "multclf", "clip_score", "lpips"]
+    subprocess.run([*cmd, "--output_dir", str(tmp_path / "full")], check=True, capture_output=True, timeout=600)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--output_dir", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while len(list((out / "images").rglob("*.png"))) < 12 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "report.json").exists(), "the evaluation finished before it was killed"
+    before = {p: os.stat(p).st_mtime_ns for p in (out / "images").rglob("*.png")}
+    assert len(before) >= 12
+
+    subprocess.run([*cmd, "--output_dir", str(out)], check=True, capture_output=True, timeout=600)
+    assert all(os.stat(p).st_mtime_ns == t for p, t in before.items()), "finished images were generated again"
+    a = json.loads((tmp_path / "full" / "report.json").read_text())["models"]
+    b = json.loads((out / "report.json").read_text())["models"]
+    for model in a:
+        for aspect in ("forgetting", "preservation", "quality"):
+            for key, value in a[model][aspect].items():
+                for field, number in value.items():
+                    if isinstance(number, float):
+                        assert b[model][aspect][key][field] == pytest.approx(number, rel=1e-6), (model, key, field)
