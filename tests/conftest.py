@@ -37,6 +37,24 @@ def mini_pipeline():
     return load_pipeline(PIPELINE_PATH)
 
 
+class Crash(Exception):
+    """Raised by ``crash_at``'s callback: a run interrupted mid-way, as a crash would."""
+
+
+@pytest.fixture
+def crash_at():
+    """``crash_at(n)``: a training callback that raises :class:`Crash` when step ``n`` is reached."""
+    def make(n: int):
+        def callback(step):
+            if step == n:
+                raise Crash
+
+        return callback
+
+    make.Crash = Crash
+    return make
+
+
 @pytest.fixture
 def run_on_two_cpu_processes():
     """Run ``python -m torch.distributed.run --nproc_per_node 2 ARGS`` with ``ACCELERATE_USE_CPU=1``; fail with the

@@ -131,7 +131,7 @@ def _tiny_pairs(pipe):
     return build_pairs(pipe, lambda ims: [True] * len(ims), cfg, progress=False)
 
 
-def test_interrupted_training_resumes_to_the_uninterrupted_adapter(tiny_pipeline_dir, tmp_path):
+def test_interrupted_training_resumes_to_the_uninterrupted_adapter(tiny_pipeline_dir, tmp_path, crash_at):
     from igmu_hf.diffusion import lora_state_dict
     from igmu_hf.methods.duo import train_duo
 
@@ -141,17 +141,10 @@ def test_interrupted_training_resumes_to_the_uninterrupted_adapter(tiny_pipeline
     full = _tiny_pipe(tiny_pipeline_dir)
     train_duo(full, pairs, cfg, progress=False)
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_4(step):
-        if step == 4:
-            raise Crash
-
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(Crash):
+    with pytest.raises(crash_at.Crash):
         train_duo(_tiny_pipe(tiny_pipeline_dir), pairs, cfg, progress=False, output_dir=str(ckpt),
-                  checkpointing_steps=2, callback=crash_at_4)
+                  checkpointing_steps=2, callback=crash_at(4))
     assert [p.name for p in sorted(ckpt.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
     resumed = _tiny_pipe(tiny_pipeline_dir)
     stats = train_duo(resumed, pairs, cfg, progress=False, output_dir=str(ckpt), resume_from_checkpoint="latest")

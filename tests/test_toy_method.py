@@ -69,7 +69,8 @@ def toy_registered():
     _REGISTRY._classes.pop("toy", None)
 
 
-def test_toy_method_runs_from_the_cli_entry_point_and_resumes(toy_registered, tiny_pipeline_dir, tmp_path):
+def test_toy_method_runs_from_the_cli_entry_point_and_resumes(toy_registered, tiny_pipeline_dir, tmp_path,
+                                                              crash_at):
     from igmu_hf.api import run_unlearn
     from igmu_hf.hub import load_pipeline
 
@@ -82,17 +83,10 @@ def test_toy_method_runs_from_the_cli_entry_point_and_resumes(toy_registered, ti
     saved = load_pipeline(str(folder)).unet.conv_out.bias
     assert (saved - original).abs().max() > 1e-3  # it trained, and the saved pipeline holds the result
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_4(step):
-        if step == 4:
-            raise Crash
-
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(Crash):
+    with pytest.raises(crash_at.Crash):
         ToyUnlearner(ToyConfig(concepts=["church"]), output_dir=str(ckpt), checkpointing_steps=2,
-                     callback=crash_at_4).unlearn(load_pipeline(tiny_pipeline_dir))
+                     callback=crash_at(4)).unlearn(load_pipeline(tiny_pipeline_dir))
     resumed = ToyUnlearner(ToyConfig(concepts=["church"]), output_dir=str(ckpt),
                            resume_from_checkpoint="latest").unlearn(load_pipeline(tiny_pipeline_dir))
     torch.testing.assert_close(resumed.pipeline.unet.conv_out.bias, saved, rtol=0, atol=1e-7)

@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .domains.mini import MINI_GENERATION  # noqa: F401  (the mini world's sampling settings, re-exported)
+
 
 logger = logging.getLogger(__name__)
-from .domains.mini import MINI_GENERATION  # noqa: E402,F401  (the mini world's sampling settings, re-exported)
 
 
 def generate_images(pipe, prompts: list[str], seeds: list[int], batch_size: int = 32, progress: bool = True,

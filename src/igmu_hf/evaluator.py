@@ -35,7 +35,6 @@ from .metrics.registry import ScoreContext, Skipped, list_metrics, metric_groups
 logger = logging.getLogger(__name__)
 
 ASPECTS = ("forgetting", "preservation", "quality", "robustness", "efficiency")
-METRICS = ("multclf", "csdr", "lpips", "yolo", "fid", "clip_score", "asr", "efficiency", "legacy")  # built-in groups
 METRIC_LIBRARIES = ("evaluate", "lpips", "ultralytics", "nudenet", "scipy")
 HUMAN_WORDS = ("person", "people", "man", "woman", "men", "women", "human", "girl", "boy")
 

@@ -200,16 +200,24 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
 def _scrub_name_or_path(folder: Path) -> None:
     """diffusers and transformers record where a component was loaded from (``_name_or_path``); a folder that may be
     pushed keeps the portable id instead of this machine's path."""
+    def scrub(node) -> bool:  # nested configs (a vision_config inside a model's config) record it too
+        changed = False
+        if isinstance(node, dict):
+            if isinstance(node.get("_name_or_path"), str):
+                portable = portable_id(node["_name_or_path"])
+                changed = portable != node["_name_or_path"]
+                node["_name_or_path"] = portable
+            for value in node.values():
+                changed = scrub(value) or changed
+        return changed
+
     for f in list(folder.glob("*.json")) + list(folder.glob("*/*.json")):
         try:
             data = json.loads(f.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("_name_or_path"), str):
-            portable = portable_id(data["_name_or_path"])
-            if portable != data["_name_or_path"]:
-                data["_name_or_path"] = portable
-                f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        if scrub(data):
+            f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def publish_to_cache(folder: str | os.PathLike, repo_id: str, cache_dir: str | os.PathLike | None = None,
