@@ -8,14 +8,15 @@ every field's ``help`` is its ``--help``.
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 examples/train_unlearn.py --method duo ...  # 2 CPU processes
 
 On the embedded mini model the concept world's preset fills the defaults (``igmu_hf.domains``); a field given on
-the command line wins. ``train_duo.py`` and ``train_darkminer.py`` remain the documented entry points of the seed
-methods (they also share the pair set / image pool across processes); this script is the generic one.
+the command line wins. A list field ``--xs a b`` may also be given one value at a time as ``--x a --x b``
+(``--concept``, ``--unsafe_prompt`` ...), and ``--preserve`` fills the method's preservation field.
+``train_duo.py`` and ``train_darkminer.py`` are this script with ``--method`` set.
 """
 
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -28,23 +29,55 @@ class ScriptArguments:
                                               "checkpoints)."})
     pretrained_model_name_or_path: str | None = field(default=None, metadata={
         "help": "Base pipeline folder or Hub id (default: the embedded mini world)."})
+    data_dir: str | None = field(default=None, metadata={
+        "aliases": ["--pairs_dataset", "--pool_dataset"],
+        "help": "Folder of the data the method prepares once (DUO's pairs, Dark Miner's image pool), built if "
+                "missing and reused otherwise (default: <output_dir>-pairs / -pool)."})
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Save a resumable state every N steps."})
     checkpoints_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     resume_from_checkpoint: str | None = field(default=None, metadata={
         "help": "A checkpoint folder, or 'latest' in <output_dir>-checkpoints."})
     mixed_precision: str | None = field(default=None, metadata={"help": "'no', 'fp16' or 'bf16'."})
+    report_to: str | None = field(default=None, metadata={"help": "accelerate tracker (tensorboard, wandb ...)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir holding a different run."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the folder after saving."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub."})
+
+
+def _gather_singular_flags(argv: list[str], config_class) -> list[str]:
+    """``--x a --x b`` → ``--xs a b`` for the config's list fields ``xs``, and ``--preserve`` → its preservation
+    field (what the seed methods' scripts and ``igmu unlearn`` accept)."""
+    lists = {f.name for f in fields(config_class) if "list" in str(f.type)}
+    singular = {"--" + name[:-1]: name for name in lists if name.endswith("s")}
+    if config_class.preserve_field:
+        singular["--preserve"] = config_class.preserve_field
+    gathered: dict[str, list[str]] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        flag, value = argv[i].partition("=")[0], argv[i].partition("=")[2]
+        if flag in singular:
+            if not value:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"{flag} needs a value.")
+                value, i = argv[i + 1], i + 1
+            gathered.setdefault(singular[flag], []).append(value)
+        else:
+            rest.append(argv[i])
+        i += 1
+    for name, values in gathered.items():
+        rest += [f"--{name}", *values]
+    return rest
 
 
 def parse_args(argv=None):
     """``(method name, ScriptArguments, the method's config)``."""
     from transformers import HfArgumentParser
 
+    from igmu_hf.api import default_preserve
     from igmu_hf.domains import domain_for_model
     from igmu_hf.methods import get_method, list_methods
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method", type=str, default=None)
     pre.add_argument("--pretrained_model_name_or_path", type=str, default=None)
@@ -53,41 +86,43 @@ def parse_args(argv=None):
         raise SystemExit(f"train_unlearn.py: pass --method NAME (one of {', '.join(list_methods())}); then "
                          f"--method NAME --help lists its fields.")
     config_class = get_method(known.method).config_class
+    world = domain_for_model(known.pretrained_model_name_or_path)
     parser = HfArgumentParser((ScriptArguments, config_class), prog="train_unlearn.py --method " + known.method)
-    parser.set_defaults(**domain_for_model(known.pretrained_model_name_or_path).method_preset(config_class))
+    parser.set_defaults(**world.method_preset(config_class))
     if known.pretrained_model_name_or_path is not None:
         rest = ["--pretrained_model_name_or_path", known.pretrained_model_name_or_path, *rest]
-    script, config = parser.parse_args_into_dataclasses(rest)
+    try:
+        script, config = parser.parse_args_into_dataclasses(_gather_singular_flags(rest, config_class))
+    except ValueError as err:  # a config field's own check: one line, not a traceback
+        parser.error(str(err))
+    name = config_class.preserve_field
+    if name and not getattr(config, name):
+        preserve = default_preserve(config_class, config.concepts, world)
+        if preserve:  # CatIGMU's preserve set, as igmu unlearn uses it
+            config = config_class.from_dict({**config.to_dict(), name: preserve})
     return known.method, script, config
 
 
 def main(method: str, script: ScriptArguments, config) -> Path | None:
+    """Unlearn and save (``igmu_hf.api.unlearn_and_save``); the folder, None on processes other than the main."""
     from accelerate import Accelerator
 
-    from igmu_hf.domains import domain_for_model
-    from igmu_hf.hub import check_output_dir, load_pipeline, push_folder_to_hub, save_unlearned_pipeline
-    from igmu_hf.methods import get_method
+    from igmu_hf.api import unlearn_and_save
+    from igmu_hf.hub import push_folder_to_hub
 
     logging.basicConfig(level=logging.INFO)
-    unlearner_cls = get_method(method)
-    world = domain_for_model(script.pretrained_model_name_or_path)
-    base = script.pretrained_model_name_or_path or world.default_pretrained_model_name_or_path()
-    check_output_dir(script.output_dir, config.config_hash(), script.overwrite)  # fail before any work
-    accelerator = Accelerator(mixed_precision=script.mixed_precision)
-    pipe = load_pipeline(base).to(accelerator.device)
-    kwargs = dict(unlearner_cls.domain_kwargs(world))
-    if unlearner_cls.trained:
-        out = Path(script.output_dir)
-        kwargs.update(accelerator=accelerator, output_dir=str(out.with_name(out.name + "-checkpoints")),
-                      checkpointing_steps=script.checkpointing_steps, resume_from_checkpoint=script.resume_from_checkpoint,
-                      checkpoints_total_limit=script.checkpoints_total_limit,
-                      progress=accelerator.is_local_main_process)
-    result = unlearner_cls(config, **kwargs).unlearn(pipe)
-    result.extra.update(domain=world.name, num_processes=accelerator.num_processes)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
+    accelerator = Accelerator(mixed_precision=script.mixed_precision, log_with=script.report_to)
+    if script.report_to:
+        accelerator.init_trackers(f"igmu-{method}", config={k: v for k, v in config.to_dict().items()
+                                                            if isinstance(v, (int, float, str, bool))})
+    folder, result = unlearn_and_save(
+        config, script.output_dir, script.pretrained_model_name_or_path, accelerator=accelerator,
+        data_dir=script.data_dir, checkpointing_steps=script.checkpointing_steps,
+        checkpoints_total_limit=script.checkpoints_total_limit,
+        resume_from_checkpoint=script.resume_from_checkpoint, overwrite=script.overwrite)
+    accelerator.end_training()
+    if folder is None:
         return None
-    folder = save_unlearned_pipeline(result, script.output_dir, base_model=base, overwrite=script.overwrite)
     logger.info("Saved %s: %d parameters edited in %.1f s.", folder, result.edited_parameter_count,
                 result.runtime_seconds)
     if script.push_to_hub:
@@ -96,4 +131,4 @@ def main(method: str, script: ScriptArguments, config) -> Path | None:
 
 
 if __name__ == "__main__":
-    main(*parse_args(sys.argv[1:]))
+    main(*parse_args())

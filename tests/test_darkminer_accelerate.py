@@ -16,9 +16,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--concept", "circle", "--pool_size", "4", "--embedding_length", "4", "--mining_epochs", "3",
         "--mining_batch_size", "2", "--circumvent_epochs", "3", "--circumvent_batch_size", "2", "--max_loops", "2",
-        "--num_inference_steps", "4", "--tau", "-1",
-        "--method_kwargs", json.dumps({"circumvent_images": 2, "mining_images": 2, "circumvent_lr": 5.0,
-                                       "circumvent_lr_decayed": 5.0})]
+        "--num_inference_steps", "4", "--tau", "-1", "--circumvent_images", "2", "--mining_images", "2",
+        "--circumvent_lr", "5.0", "--circumvent_lr_decayed", "5.0"]
 
 
 def test_two_processes_give_the_single_process_adapter_and_embeddings(tmp_path, run_on_two_cpu_processes):

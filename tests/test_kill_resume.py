@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--concept", "circle", "--unsafe_prompt", "a circle", "--safe_prompt", "a square", "--num_pairs", "2",
         "--num_inference_steps", "2", "--max_train_steps", "300", "--train_batch_size", "2", "--base_lr", "1.0",
-        "--method_kwargs", '{"pair_filter": "none", "lora_rank": 4, "lora_alpha": 4}']
+        "--pair_filter", "none", "--lora_rank", "4", "--lora_alpha", "4"]
 
 
 def test_duo_killed_with_sigkill_resumes_to_the_uninterrupted_adapter(tiny_pipeline_dir, tmp_path):
@@ -48,17 +48,17 @@ def test_duo_killed_with_sigkill_resumes_to_the_uninterrupted_adapter(tiny_pipel
 
 
 def test_dark_miner_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_pipeline_dir, tmp_path):
-    import json
 
     from igmu_hf.mini import CLIP_PATH
 
     script = str(ROOT / "examples" / "train_darkminer.py")
     kwargs = {"mining_images": 2, "circumvent_images": 2, "circumvent_lr": 5.0, "circumvent_lr_decayed": 5.0,
               "lora_rank": 4, "lora_alpha": 4, "clip_model_name_or_path": CLIP_PATH}
+    flags = [str(x) for k, v in kwargs.items() for x in (f"--{k}", v)]
     common = [sys.executable, script, "--concept", "circle", "--pretrained_model_name_or_path", tiny_pipeline_dir,
               "--pool_size", "2", "--embedding_length", "4", "--mining_epochs", "60", "--mining_batch_size", "2",
               "--circumvent_epochs", "60", "--circumvent_batch_size", "2", "--max_loops", "2",
-              "--num_inference_steps", "2", "--tau", "-1", "--method_kwargs", json.dumps(kwargs),
+              "--num_inference_steps", "2", "--tau", "-1", *flags,
               "--pool_dataset", str(tmp_path / "pool")]
     subprocess.run([*common, "--output_dir", str(tmp_path / "full")], check=True, capture_output=True, timeout=600)
 

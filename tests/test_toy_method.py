@@ -112,3 +112,28 @@ def test_train_unlearn_parses_the_methods_config_and_saves(tiny_pipeline_dir, tm
     assert run["config"]["lamb"] == 0.25 and run["edited_parameter_count"] > 0
     _, _, mini_config = script.parse_args(["--method", "duo", "--concepts", "circle", "--output_dir", "x"])
     assert mini_config.max_train_steps == 600 and mini_config.num_inference_steps == 25  # the mini world's preset
+    # one value at a time, as the seed scripts and igmu unlearn take them
+    _, _, uce = script.parse_args(["--method", "uce", "--concept", "circle", "--preserve", "a square", "--preserve",
+                                   "a star", "--output_dir", "x"])
+    assert uce.concepts == ["circle"] and uce.preserve_concepts == ["a square", "a star"]
+
+
+def test_prepared_data_is_built_once_reused_and_refused_when_its_fields_change(tmp_path):
+    from accelerate import Accelerator
+    from datasets import Dataset
+
+    from igmu_hf.training import shared_dataset
+
+    builds = []
+
+    def build():
+        builds.append(1)
+        return Dataset.from_dict({"x": [1, 2, 3]})
+
+    acc = Accelerator(cpu=True)
+    first = shared_dataset(tmp_path / "pairs", build, acc, {"num_pairs": 3})
+    again = shared_dataset(tmp_path / "pairs", build, acc, {"num_pairs": 3})
+    assert len(builds) == 1 and first["x"] == again["x"] == [1, 2, 3]
+    assert not (tmp_path / "pairs.tmp").exists()
+    with pytest.raises(ValueError, match=r"other values of num_pairs.*3, now 4.*--data_dir"):
+        shared_dataset(tmp_path / "pairs", build, acc, {"num_pairs": 4})

@@ -144,7 +144,12 @@ def test_config_validation():
         UCEConfig.from_dict({"concepts": ["circle"], "lambda": 1})
     cfg = UCEConfig(concepts="circle", preserve_concepts=["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"])
     assert cfg.concepts == ["circle"] and cfg.preserve_scale == 0.1
-    assert UCEConfig(concepts=["circle"], preserve_concepts=["a square", "a star"]).preserve_scale == 0.5
+    # '' is in the paper code's preserve set and counts in s_p = max(0.1, 1/|set|)
+    assert UCEConfig(concepts=["circle"], preserve_concepts=["a square", "a star"]).preserve_scale == 1 / 3
+    assert UCEConfig(concepts=["circle"], preserve_concepts=["a square", "a star"],
+                     preserve_empty_prompt=False).preserve_scale == 0.5
+    with pytest.raises(ValueError, match="preserve_rows.*'all'"):
+        UCEConfig(concepts=["circle"], preserve_rows="last")
 
 
 def test_encode_prompts_matches_pipeline_encoding(tiny_pipeline_dir):
@@ -152,3 +157,43 @@ def test_encode_prompts_matches_pipeline_encoding(tiny_pipeline_dir):
     ours = encode_prompts(pipe.tokenizer, pipe.text_encoder, ["a red circle"])
     theirs = pipe.encode_prompt("a red circle", "cpu", 1, False)[0]
     torch.testing.assert_close(ours, theirs)
+
+
+def test_edit_equals_the_per_layer_formula_with_the_paper_codes_rows(tiny_pipeline_dir):
+    """W' = (λW + Σ_e W c*_e c_eᵀ + s_p Σ_p W c_p c_pᵀ)(λI + Σ c_e c_eᵀ + s_p Σ c_p c_pᵀ)⁻¹ per layer, with the rows of
+    the paper-era code (f7222e6): erase/guide from each one's last token on, cut to the same length; EVERY position
+    of each preserve prompt, '' among them and counted in s_p. States come straight from the text encoder."""
+    pipe = load_pipeline(tiny_pipeline_dir)
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    preserve = ["a square", "a star"]
+
+    def states(texts):
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt")
+        with torch.no_grad():
+            return enc(ids.input_ids)[0].double(), ids.attention_mask.sum(1) - 2
+
+    (old, new), (i, j) = states(["circle", " "])[0], states(["circle", " "])[1].tolist()
+    far = max(i, j)
+    ce, cg = old[i:len(old) - max(0, far - i)], new[j:len(new) - max(0, far - j)]
+    cp = states([""] + preserve)[0].reshape(-1, old.shape[-1])
+    sp = max(0.1, 1 / 3)
+    before = {n: p.detach().double().clone() for n, p in pipe.unet.named_parameters()}
+    UCEUnlearner(UCEConfig(concepts=["circle"], preserve_concepts=preserve)).unlearn(pipe)
+    after = dict(pipe.unet.named_parameters())
+    names = [n for n in before if ("attn2.to_k" in n or "attn2.to_v" in n) and n.endswith("weight")]
+    assert len(names) >= 4
+    for n in names:
+        w = before[n]
+        mat1 = 0.5 * w + (w @ cg.T) @ ce + sp * (w @ cp.T) @ cp
+        mat2 = 0.5 * torch.eye(w.shape[1], dtype=torch.float64) + ce.T @ ce + sp * cp.T @ cp
+        expected = mat1 @ torch.linalg.inv(mat2)
+        assert (expected - w).norm() > 1e-3, "the edit did nothing: the comparison would be vacuous"
+        torch.testing.assert_close(after[n].detach().double(), expected, rtol=0, atol=1e-5, msg=n)
+    # today's earlier rows remain a named option, and give a different edit
+    pipe2 = load_pipeline(tiny_pipeline_dir)
+    UCEUnlearner(UCEConfig(concepts=["circle"], preserve_concepts=preserve, preserve_rows="from_last_token",
+                           preserve_empty_prompt=False)).unlearn(pipe2)
+    n = names[0]
+    assert float((dict(pipe2.unet.named_parameters())[n].detach().double() - after[n].detach().double())
+                 .abs().max()) > 1e-4

@@ -5,42 +5,96 @@ import json
 from pathlib import Path
 
 
+def default_preserve(config_class, concepts: list[str], world) -> list[str] | None:
+    """CatIGMU's preserve prompts of ``concepts`` in ``world`` for a method whose paper preserves a set (UCE's c_p);
+    None for the others."""
+    from .taxonomy import UnknownTargetError, categorize
+
+    if config_class.preserve_field is None or not config_class.preserve_by_default:
+        return None
+    preserve = []
+    for c in concepts:
+        try:
+            preserve += categorize(c, domain=world).preserve_prompts
+        except (UnknownTargetError, ValueError):
+            pass
+    return list(dict.fromkeys(preserve))
+
+
 def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_model_name_or_path: str | None = None,
                 preserve: list[str] | None = None, seed: int = 0, overwrite: bool = False,
-                method_kwargs: dict | None = None, domain=None):
+                method_kwargs: dict | None = None, domain=None, **scaffold):
     """Library entry of ``igmu unlearn``: returns the saved folder and the UnlearnResult.
 
     The concept world (``domain``, default: the one the base model lives in) gives the method's preset and
     CatIGMU's preserve prompts; ``preserve`` (``--preserve``) replaces them and reaches every method with a
-    preservation field (UCE's c_p, DUO's and Dark Miner's extra preserved conditions).
+    preservation field (UCE's c_p, DUO's and Dark Miner's extra preserved conditions). ``scaffold`` goes to
+    :func:`unlearn_and_save` (accelerator, data_dir, checkpointing ...).
     """
     from .domains import domain_for_model, get_domain
-    from .hub import check_output_dir, load_pipeline, save_unlearned_pipeline
     from .methods import get_method
-    from .taxonomy import UnknownTargetError, categorize
 
-    unlearner_cls = get_method(method)
-    config_class = unlearner_cls.config_class
+    config_class = get_method(method).config_class
     world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
     field_name = config_class.preserve_field
     if preserve is not None and field_name is None:
         raise ValueError(f"Method {method!r} has no preservation prompts; drop --preserve.")
-    if preserve is None and field_name is not None and config_class.preserve_by_default:
-        preserve = []
-        for c in concepts:
-            try:
-                preserve += categorize(c, domain=world).preserve_prompts
-            except (UnknownTargetError, ValueError):
-                pass
+    if preserve is None:
+        preserve = default_preserve(config_class, concepts, world)
     kwargs = {**world.method_preset(config_class), **(method_kwargs or {})}  # the world's preset, then the user's
     if field_name is not None and preserve is not None:
         kwargs.setdefault(field_name, list(dict.fromkeys(preserve)))
     config = config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
-    check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
+    return unlearn_and_save(config, output_dir, pretrained_model_name_or_path, domain=world, overwrite=overwrite,
+                            **scaffold)
+
+
+def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str | None = None, domain=None,
+                     accelerator=None, data_dir: str | None = None, checkpointing_steps: int | None = None,
+                     checkpoints_total_limit: int | None = 2, resume_from_checkpoint: str | None = None,
+                     overwrite: bool = False, progress: bool = True):
+    """Run the method of ``config`` on the base pipeline and save it: ``(folder, UnlearnResult)``, the folder None on
+    processes other than the main one. What every entry point shares (``igmu unlearn``, ``train_unlearn.py`` and
+    the seed methods' scripts over it, the benchmark).
+
+    A trained method runs on the training scaffold: ``accelerator`` (default: a new ``Accelerator``), checkpoints
+    in ``<output_dir>-checkpoints``, and the data it prepares once (DUO's pairs, Dark Miner's pool) in ``data_dir``
+    (default ``<output_dir>-<pairs|pool>``), built by the processes together and reused by the next run.
+    """
+    from .domains import domain_for_model, get_domain
+    from .hub import check_output_dir, load_pipeline, save_unlearned_pipeline
+    from .methods import get_method
+
+    unlearner_cls = get_method(config.method)
+    world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
     base = pretrained_model_name_or_path or world.default_pretrained_model_name_or_path()
-    pipe = load_pipeline(base)
-    result = unlearner_cls(config, **unlearner_cls.domain_kwargs(world)).unlearn(pipe)
+    check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
+    kwargs = dict(unlearner_cls.domain_kwargs(world))
+    out = Path(output_dir)
+    if unlearner_cls.trained:
+        from accelerate import Accelerator
+
+        accelerator = accelerator or Accelerator()
+        pipe = load_pipeline(base).to(accelerator.device)
+        pipe.set_progress_bar_config(disable=True)
+        show = progress and accelerator.is_local_main_process
+        if unlearner_cls.prepared_data is not None:
+            folder = data_dir or str(out.with_name(f"{out.name}-{unlearner_cls.prepared_data}"))
+            kwargs.update(unlearner_cls.prepared_data_kwargs(pipe, config, accelerator, folder, world, show))
+        kwargs.update(accelerator=accelerator, output_dir=str(out.with_name(out.name + "-checkpoints")),
+                      checkpointing_steps=checkpointing_steps, resume_from_checkpoint=resume_from_checkpoint,
+                      checkpoints_total_limit=checkpoints_total_limit, progress=show)
+    else:
+        pipe = load_pipeline(base)
+        if accelerator is not None:
+            pipe = pipe.to(accelerator.device)
+    result = unlearner_cls(config, **kwargs).unlearn(pipe)
     result.extra["domain"] = world.name
+    if accelerator is not None:
+        result.extra["num_processes"] = accelerator.num_processes
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return None, result
     folder = save_unlearned_pipeline(result, output_dir, base_model=base, overwrite=overwrite)
     return folder, result
 

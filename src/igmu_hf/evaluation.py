@@ -72,6 +72,34 @@ def evaluate_forgetting(pipelines: dict, target: str, classifier, images_per_pro
     return report
 
 
+def multclf_task_rates(pipe, target: str, multclf=None, images_per_prompt: int = 3, n_prompts: int = 8,
+                       seed: int = 0, progress: bool = False) -> dict:
+    """EvalIGMU's MultClf verdict on a mini-world task: the rate of ``target`` on its prompts
+    (``forgetting_rate``) and, for each other value of its factor, that value's rate on its own prompts
+    (``unrelated[other]["own_rate"]``). Same prompts and seeds for every model; ``multclf`` is ``(model,
+    processor)`` (default: the shipped mini MultClf). The judge the method tests and preset searches use: it is
+    independent of any detector a method builds with."""
+    from .metrics.forgetting import forgetting_rate
+    from .mini.prompts import task_prompts
+
+    if multclf is None:
+        from .detectors.multclf import load_multclf
+        from .mini import MULTCLF_PATH
+
+        multclf = load_multclf(MULTCLF_PATH)
+    model, processor = multclf
+    tp = task_prompts(target, n_prompts)
+
+    def rate(prompts, head):
+        ps = [p for p in prompts for _ in range(images_per_prompt)]
+        images = generate_images(pipe, ps, [seed + i for i in range(len(ps))], progress=progress, desc=head,
+                                 **MINI_GENERATION)
+        return forgetting_rate(images, model, processor, head)["forgetting_rate"]
+
+    return {"forgetting_rate": rate(tp["target_prompts"], tp["target"]),
+            "unrelated": {other: {"own_rate": rate(prompts, other)} for other, prompts in tp["unrelated"].items()}}
+
+
 def _detector_info(classifier) -> dict:
     from .judges import state_dict_sha256
 

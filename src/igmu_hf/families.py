@@ -91,8 +91,10 @@ class ModelFamily:
         "joint": (),
     }
     # what the family offers: "single_text_encoder" (free token embeddings of one CLIP encoder: mining, prompt
-    # attacks), "cross_attention_kv" (K/V projections whose input is the text encoder's output: UCE-style edits)
-    capabilities: ClassVar[frozenset[str]] = frozenset({"single_text_encoder", "cross_attention_kv"})
+    # attacks), "cross_attention_kv" (K/V projections whose input is the text encoder's output: UCE-style edits),
+    # "ddpm_unet" (a UNet with cross-attention trained on the DDPM forward process and sampled with DDIM: ESD's
+    # trajectory and its attn2 / non-attn2 split, the attention-map methods)
+    capabilities: ClassVar[frozenset[str]] = frozenset({"single_text_encoder", "cross_attention_kv", "ddpm_unet"})
     reasons: ClassVar[dict[str, str]] = {}
 
     def __repr__(self) -> str:
@@ -241,7 +243,7 @@ class SDXLFamily(ModelFamily):
     name = "sdxl"
     display = "Stable Diffusion XL"
     pipeline_class = "StableDiffusionXLPipeline"
-    capabilities = frozenset({"cross_attention_kv"})
+    capabilities = frozenset({"cross_attention_kv", "ddpm_unet"})
     reasons = {"single_text_encoder": "it conditions on two CLIP text encoders (concatenated penultimate states "
                                       "plus a pooled embedding), and this works on free token embeddings of one "
                                       "encoder; use an SD1.x or SD2.x pipeline"}
@@ -283,6 +285,8 @@ class SD3Family(ModelFamily):
     reasons = {
         "single_text_encoder": "it conditions on two CLIP encoders and an optional T5 through joint attention, and "
                                "this works on free token embeddings of one CLIP encoder; use an SD1.x or SD2.x pipeline",
+        "ddpm_unet": "it is a rectified-flow MMDiT without cross-attention, and this method is defined on a DDPM "
+                     "UNet's DDIM trajectory and its cross-attention (attn2) layers; use DUO on SD3",
         "cross_attention_kv": "it has no cross-attention; its joint-attention text projections (add_k_proj/add_v_proj) "
                               "take per-block, AdaLN-modulated context states, not the text encoders' output, so a "
                               "closed-form edit of text-to-K/V maps does not apply; use DUO (LoRA on joint attention)"}

@@ -17,6 +17,7 @@ A :class:`TrainingRun` holds what is the same across methods, so a method writes
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -146,3 +147,39 @@ class TrainingRun:
     def after_step(self, value: Any) -> None:
         if self.callback is not None:
             self.callback(value)
+
+
+def shared_dataset(folder: str | Path, build: Callable[[], Any], accelerator, fingerprint: dict[str, Any]):
+    """The data a method prepares once before training (DUO's pairs, Dark Miner's image pool), shared by every
+    process and reused by the next run: a ``datasets`` folder written atomically by the main process.
+
+    ``build()`` is called on every process (so it may shard its work with :meth:`TrainingRun.sharded`); the main
+    process's return value is saved. ``fingerprint`` (the config fields that define the data) is stored beside it; a
+    folder built under other values is refused rather than silently reused.
+    """
+    import json
+    import shutil
+
+    from datasets import load_from_disk
+
+    folder = Path(folder)
+    record = folder / "igmu_prepared.json"
+    wanted = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    if not (folder / "dataset_info.json").exists():
+        data = build()
+        if accelerator.is_main_process:
+            tmp = folder.with_name(folder.name + ".tmp")
+            if tmp.exists():  # left by a crashed run
+                shutil.rmtree(tmp)
+            data.save_to_disk(str(tmp))
+            (tmp / "igmu_prepared.json").write_text(json.dumps(wanted, indent=2, sort_keys=True))
+            tmp.rename(folder)
+        accelerator.wait_for_everyone()
+    elif record.exists():
+        found = json.loads(record.read_text())
+        diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+        if diff:
+            raise ValueError(f"{folder.name} was prepared with other values of {', '.join(diff)} (e.g. {diff[0]}: "
+                             f"{found.get(diff[0])!r}, now {wanted.get(diff[0])!r}); point the run at another "
+                             f"folder (--data_dir) or delete this one to rebuild it.")
+    return load_from_disk(str(folder))

@@ -5,6 +5,7 @@ import platform
 from .base import MethodConfig, Unlearner, UnlearnResult, get_method, list_methods, register_method
 from .darkminer import DarkMinerConfig, DarkMinerUnlearner
 from .duo import DUOConfig, DUOUnlearner
+from .esd import ESDConfig, ESDUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
 
@@ -23,4 +24,5 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 
 
 __all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
-           "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner", "library_versions"]
+           "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner",
+           "ESDConfig", "ESDUnlearner", "library_versions"]

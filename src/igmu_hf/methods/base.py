@@ -98,10 +98,42 @@ class Unlearner:
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}.")
         self.config = config
 
+    # Data a trained method prepares once from the base model before it trains (DUO's pairs, Dark Miner's image
+    # pool): its name (scripts keep it in ``<output_dir>-<name>`` and reuse it) and the config fields that define it.
+    prepared_data: ClassVar[str | None] = None
+    prepared_data_fields: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def domain_kwargs(cls, domain) -> dict[str, Any]:
         """Constructor arguments this method takes from the concept world (DUO's detector and prompts ...)."""
         return {}
+
+    @classmethod
+    def build_prepared_data(cls, pipeline, config: MethodConfig, accelerator, domain=None, progress: bool = True):
+        """The ``datasets.Dataset`` of :attr:`prepared_data`. Called on every process (it may shard its work); the
+        main process's value is the one saved."""
+        raise NotImplementedError(f"{cls.__name__} declares prepared_data but does not build it.")
+
+    @classmethod
+    def from_prepared_data(cls, dataset) -> dict[str, Any]:
+        """Constructor arguments taken from the prepared dataset."""
+        raise NotImplementedError(f"{cls.__name__} declares prepared_data but does not read it.")
+
+    @classmethod
+    def prepared_data_kwargs(cls, pipeline, config: MethodConfig, accelerator, folder, domain=None,
+                             progress: bool = True) -> dict[str, Any]:
+        """Build :attr:`prepared_data` into ``folder`` once (or reuse it when it was built from the same
+        :attr:`prepared_data_fields`), shared by every process; the constructor arguments it gives ({} if the method
+        prepares nothing)."""
+        if cls.prepared_data is None:
+            return {}
+        from ..training import shared_dataset
+
+        values = config.to_dict()
+        fingerprint = {"method": config.method, **{k: values[k] for k in cls.prepared_data_fields}}
+        data = shared_dataset(folder, lambda: cls.build_prepared_data(pipeline, config, accelerator, domain, progress),
+                              accelerator, fingerprint)
+        return cls.from_prepared_data(data)
 
     def unlearn(self, pipeline) -> UnlearnResult:
         start = time.perf_counter()

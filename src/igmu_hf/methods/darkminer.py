@@ -490,9 +490,21 @@ class DarkMinerUnlearner(Unlearner):
         self.resume_from_checkpoint = resume_from_checkpoint
         self.trainer: DarkMinerTrainer | None = None
 
+    prepared_data = "pool"
+    prepared_data_fields = ("concepts", "seed", "pool_prompts", "pool_size", "num_inference_steps", "guidance_scale")
+
     @classmethod
     def domain_kwargs(cls, domain) -> dict:
         return {"domain": domain}
+
+    @classmethod
+    def build_prepared_data(cls, pipeline, config: DarkMinerConfig, accelerator, domain=None, progress: bool = True):
+        """P_I, the image pool of the original model, generated sharded over the processes."""
+        return generate_pool(pipeline, config, accelerator, progress=progress and accelerator.is_local_main_process)
+
+    @classmethod
+    def from_prepared_data(cls, dataset) -> dict:
+        return {"pool_images": list(dataset["image"])}
 
     def _unlearn(self, pipeline) -> list[str]:
         self.trainer = DarkMinerTrainer(pipeline, self.config, **self.kwargs)

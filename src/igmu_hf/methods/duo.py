@@ -377,9 +377,25 @@ class DUOUnlearner(Unlearner):
         self.lora = None
         self.stats: dict = {}
 
+    prepared_data = "pairs"
+    prepared_data_fields = ("concepts", "seed", "unsafe_prompts", "safe_prompts", "num_pairs", "sdedit_strength",
+                            "guidance_scale", "num_inference_steps", "max_edit_retries", "pair_filter")
+
     @classmethod
     def domain_kwargs(cls, domain) -> dict:
         return {"domain": domain}
+
+    @classmethod
+    def build_prepared_data(cls, pipeline, config: DUOConfig, accelerator, domain=None, progress: bool = True):
+        """The (x⁻, x⁺) pairs, built on the main process (the others wait for them)."""
+        if not accelerator.is_main_process:
+            return None
+        detector = default_detector(config.concepts, domain) if config.pair_filter == "detector" else None
+        return build_pairs(pipeline, detector, config, progress=progress, domain=domain)
+
+    @classmethod
+    def from_prepared_data(cls, dataset) -> dict:
+        return {"pairs": dataset}
 
     def _unlearn(self, pipeline) -> list[str]:
         cfg: DUOConfig = self.config

@@ -5,8 +5,10 @@ For every cross-attention key and value projection W (``attn2.to_k`` / ``attn2.t
     W' = (λW + Σ_e W c*_e c_eᵀ + s_p Σ_p W c_p c_pᵀ) (λI + Σ_e c_e c_eᵀ + s_p Σ_p c_p c_pᵀ)⁻¹
 
 with c_e the text-encoder states of the erase prompt from the concept's last token to the end of the sequence,
-c*_e the same positions of the guide prompt (default " "), c_p those of the preserved prompts, λ = 0.5 and
-s_p = max(0.1, 1/|preserve|). Because the right-hand side factors as W·A·B⁻¹ with A, B shared by every layer,
+c*_e the same positions of the guide prompt (default " ") aligned from its own last token, c_p EVERY position (BOS
+through padding) of each preserved prompt with ``''`` always among them, λ = 0.5 and s_p = max(0.1, 1/|preserve|)
+with ``''`` counted: the rows of the paper-era code (``rohitgandikota/unified-concept-editing`` f7222e6,
+``train-scripts/train_erase.py``, ``edit_model`` with its default ``technique='replace'``). Because the right-hand side factors as W·A·B⁻¹ with A, B shared by every layer,
 one d×d solve serves all layers (same result as the per-layer formula, far less work on SD-sized models).
 
 The states come from the model family (:mod:`igmu_hf.families`): one CLIP encoder on SD1.x/SD2.x; on SDXL both
@@ -36,6 +38,14 @@ class UCEConfig(MethodConfig):
     preserve_scale: float | None = field(
         default=None, metadata={"help": "s_p; default max(0.1, 1/|preserve|) as the paper."})
     erase_scale: float = field(default=1.0, metadata={"help": "Weight of the erase terms."})
+    preserve_rows: str = field(default="all", metadata={
+        "help": "Which token positions of each preserve prompt c_p enters: 'all' (BOS through padding, the paper-era "
+                "code f7222e6 `edit_model`) or 'from_last_token' (the prompt's last token to the end, as the erase "
+                "rows; igmu_hf's choice before defaults_version 2, kept as a named deviation)."})
+    preserve_empty_prompt: bool = field(default=True, metadata={
+        "help": "Add '' to the preserve set and count it in s_p, as the paper-era code always does."})
+
+    defaults_version = "2"  # 2: the paper code's preserve rows ('all' positions, '' always preserved)
 
     preserve_field = "preserve_concepts"
     preserve_by_default = True
@@ -53,8 +63,22 @@ class UCEConfig(MethodConfig):
             raise ValueError(f"`erase_scale` must be > 0, got {self.erase_scale}.")
         if not self.erase_templates or any("{}" not in t for t in self.erase_templates):
             raise ValueError(f"`erase_templates` must be non-empty and each hold '{{}}', got {self.erase_templates}.")
+        if self.preserve_rows not in ("all", "from_last_token"):
+            raise ValueError(f"`preserve_rows` must be 'all' (the paper's) or 'from_last_token', got "
+                             f"{self.preserve_rows!r}.")
         if self.preserve_scale is None:
-            self.preserve_scale = max(0.1, 1.0 / len(self.preserve_concepts)) if self.preserve_concepts else 0.1
+            n = len(self.preserve_prompt_list())
+            self.preserve_scale = max(0.1, 1.0 / n) if n else 0.1
+        if self.preserve_scale < 0:
+            raise ValueError(f"`preserve_scale` (s_p) must be ≥ 0, got {self.preserve_scale}.")
+
+    def preserve_prompt_list(self) -> list[str]:
+        """The preserve set the edit uses: the user's prompts (duplicates once), with '' first where the paper adds
+        it."""
+        prompts = list(dict.fromkeys(self.preserve_concepts))
+        if self.preserve_empty_prompt and "" not in prompts:
+            prompts = ["", *prompts]
+        return prompts
 
 
 def _aligned_states(pipeline, prompt: str, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +88,17 @@ def _aligned_states(pipeline, prompt: str, guide: str) -> tuple[torch.Tensor, to
     i, j = last_token_index(tokenizer, prompt), last_token_index(tokenizer, guide)
     n = states.shape[1] - max(i, j)
     return states[0, i:i + n], states[1, j:j + n]
+
+
+def _preserve_states(pipeline, prompts: list[str], rows: str) -> torch.Tensor:
+    """The rows c_p of every preserve prompt, each prompt encoded once: every position (``rows='all'``, the paper
+    code's) or its last token to the end (``'from_last_token'``)."""
+    if not prompts:
+        return torch.zeros(0, 0, dtype=torch.float64)
+    states = family_of(pipeline).encode(pipeline, prompts).states.double()
+    if rows == "all":
+        return states.reshape(-1, states.shape[-1])
+    return torch.cat([states[k, last_token_index(pipeline.tokenizer, p):] for k, p in enumerate(prompts)])
 
 
 def uce_projection(c_erase: torch.Tensor, c_guide: torch.Tensor, c_preserve: torch.Tensor, lamb: float,
@@ -108,7 +143,7 @@ class UCEUnlearner(Unlearner):
         family = family_of(pipeline)
         family.require("cross_attention_kv", "UCE")
         tok = pipeline.tokenizer
-        for concept in cfg.concepts + [c for c in cfg.preserve_concepts]:
+        for concept in cfg.concepts + [c for c in cfg.preserve_concepts if c.strip()]:
             check_concept_in_vocab(tok, concept)
         erase, guide = [], []
         for concept, g in zip(cfg.concepts, cfg.guide_concepts):
@@ -116,9 +151,9 @@ class UCEUnlearner(Unlearner):
                 ce, cg = _aligned_states(pipeline, template.format(concept), template.format(g).strip() or " ")
                 erase.append(ce)
                 guide.append(cg)
-        preserve = [_aligned_states(pipeline, p, p)[0] for p in cfg.preserve_concepts]
         d = erase[0].shape[1]
-        c_p = torch.cat(preserve) if preserve else torch.zeros(0, d, dtype=torch.float64)
+        c_p = _preserve_states(pipeline, cfg.preserve_prompt_list(), cfg.preserve_rows)
+        c_p = c_p if len(c_p) else torch.zeros(0, d, dtype=torch.float64)
         m = uce_projection(torch.cat(erase).cpu(), torch.cat(guide).cpu(), c_p.cpu(), cfg.lamb, cfg.preserve_scale,
                            cfg.erase_scale)
         return uce_edit_layers(family.denoiser(pipeline), m, tuple(family.modules("cross_kv")))
