@@ -109,6 +109,17 @@ class Domain:
         names = getattr(config_class, "__dataclass_fields__", {})
         return {k: v for k, v in self.generation_kwargs.items() if k in names}
 
+    # ---- prompts a method builds its data from ----
+    def prompt_pairs(self, target: str) -> tuple[list[str], list[str]] | None:
+        """``(base, target)`` prompts differing only by ``target`` in this world's grammar (ConceptPrune), or None
+        for the method's own templates."""
+        return None
+
+    def concept_prompts(self, target: str) -> list[str] | None:
+        """Prompts that draw ``target`` in this world's grammar (FMN's instance prompts), or None for the method's
+        own templates."""
+        return None
+
     def method_preset(self, config_class) -> dict[str, Any]:
         """Config overrides of a method in this world (none in the real world: the papers' defaults)."""
         return {}

@@ -92,6 +92,31 @@ class MiniDomain(Domain):
             return [f"a {s} on a {b} background" for b in domain.BACKGROUNDS if b != spec.target for s in shapes]
         return [f"a {s}, {st} style" for st in domain.STYLES if st not in ("none", spec.target) for s in shapes]
 
+    def prompt_pairs(self, target: str) -> tuple[list[str], list[str]]:
+        """``(base, target)`` prompts that differ only by ``target`` (ConceptPrune's paired prompts), in the mini
+        world's grammar: every colour and shape (another shape standing in for a shape target)."""
+        from ..mini import domain
+
+        factor, value = domain.concept_of_word(target.strip().lower())
+        shapes, colours = list(domain.SHAPES), list(domain.COLOURS)
+        if factor == "shape":
+            others = [s for s in shapes if s != value]
+            return [f"a {c} {s}" for s in others for c in colours], [f"a {c} {value}" for _ in others for c in colours]
+        if factor == "colour":
+            others = [c for c in colours if c != value]
+            return [f"a {c} {s}" for c in others for s in shapes], [f"a {value} {s}" for _ in others for s in shapes]
+        base = [f"a {c} {s}" for s in shapes for c in colours]
+        if factor == "texture":
+            return base, [f"a {c} {value} {s}" for s in shapes for c in colours]
+        if factor == "background":
+            return base, [f"a {c} {s} on a {value} background" for s in shapes for c in colours]
+        return base, [f"a {c} {s}, {value} style" for s in shapes for c in colours]
+
+    def concept_prompts(self, target: str) -> list[str]:
+        from ..mini.prompts import task_prompts
+
+        return task_prompts(target, 8)["target_prompts"]
+
     def target_prompts(self, spec, n: int = 8) -> list[str]:
         from ..mini.prompts import task_prompts
 

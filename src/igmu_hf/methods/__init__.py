@@ -3,9 +3,12 @@
 import platform
 
 from .base import MethodConfig, Unlearner, UnlearnResult, get_method, list_methods, register_method
+from .conceptprune import ConceptPruneConfig, ConceptPruneUnlearner
 from .darkminer import DarkMinerConfig, DarkMinerUnlearner
 from .duo import DUOConfig, DUOUnlearner
 from .esd import ESDConfig, ESDUnlearner
+from .fmn import FMNConfig, FMNUnlearner
+from .rece import RECEConfig, RECEUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
 
@@ -25,4 +28,5 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 
 __all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
            "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner",
-           "ESDConfig", "ESDUnlearner", "library_versions"]
+           "ESDConfig", "ESDUnlearner", "RECEConfig", "RECEUnlearner",
+           "ConceptPruneConfig", "ConceptPruneUnlearner", "FMNConfig", "FMNUnlearner", "library_versions"]

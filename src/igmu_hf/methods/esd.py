@@ -110,6 +110,20 @@ def steps_until(t_enc: int, ddim_steps: int) -> int:
     return ddim_steps if t_enc <= 1 else ddim_steps - t_enc + 1
 
 
+def esd_draws(config: ESDConfig, step: int, shape: tuple[int, ...], num_train_timesteps: int
+              ) -> list[tuple[int, int, int, torch.Tensor]]:
+    """The global batch of step ``step``: ``(concept index, t_enc, t, z_T)`` per row, seeded by the step (the same on
+    every process, so N processes compute the 1-process step and a resumed run the uninterrupted one)."""
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    draws = []
+    for _ in range(config.train_batch_size):
+        word = int(torch.randint(len(config.concepts), (1,), generator=g))
+        t_enc = int(torch.randint(config.ddim_steps, (1,), generator=g))
+        t = esd_timesteps(t_enc, config.ddim_steps, num_train_timesteps, g)
+        draws.append((word, t_enc, t, torch.randn((1, *shape), generator=g)))
+    return draws
+
+
 class ESDUnlearner(Unlearner):
     """Fine-tune the UNet with the ESD loss (see module docstring); the result is a fused pipeline folder."""
 
@@ -171,15 +185,8 @@ class ESDUnlearner(Unlearner):
         share = run.share(cfg.train_batch_size)
         for step in run.steps(first, cfg.iterations, "ESD"):
             # the global batch is drawn identically on every process; each process keeps its rows
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            draws = []
-            for _ in range(cfg.train_batch_size):
-                word = int(torch.randint(len(cfg.concepts), (1,), generator=g))
-                t_enc = int(torch.randint(cfg.ddim_steps, (1,), generator=g))
-                t = esd_timesteps(t_enc, cfg.ddim_steps, num_train, g)
-                draws.append((word, t_enc, t, torch.randn((1, *shape), generator=g)))
             opt.zero_grad(set_to_none=True)
-            mine = draws[share]
+            mine = esd_draws(cfg, step, shape, num_train)[share]
             loss_sum = 0.0
             for word, t_enc, t, start in mine:
                 c = conds[1 + word:2 + word]
