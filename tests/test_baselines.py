@@ -263,6 +263,7 @@ def test_fmn_trains_and_lowers_its_loss(family_dirs):
     ("rece", {}),
     ("conceptprune", {"num_inference_steps": 3, "timesteps": 2, "skill_ratio": 0.1}),
     ("fmn", {"num_images": 1, "max_train_steps": 2, "num_inference_steps": 3}),
+    ("mace", {"num_images": 1, "max_train_steps": 2, "num_inference_steps": 3, "aug_length": 2}),
 ])
 def test_baselines_run_on_sd2_and_sdxl(family, method, kwargs, family_dirs, tmp_path):
     from diffusers import DiffusionPipeline
@@ -272,13 +273,19 @@ def test_baselines_run_on_sd2_and_sdxl(family, method, kwargs, family_dirs, tmp_
     folder, result = run_unlearn(method, ["church"], str(tmp_path / method), family_dirs[family],
                                  method_kwargs=kwargs)
     assert result.edited_parameter_count > 0 and result.extra["model_family"] == family
+    card = (folder / "README.md").read_text()  # the card names the authors' code and every deviation from it
+    from igmu_hf.methods import get_method
+
+    cls = get_method(method)
+    assert cls.reference_code.split("@")[0] in card and cls.deviations
+    assert all(d[:50] in card for d in cls.deviations)
     reloaded = DiffusionPipeline.from_pretrained(folder)
     name = result.edited_parameters[0]
     torch.testing.assert_close(dict(reloaded.unet.named_parameters())[name],
                                dict(result.pipeline.unet.named_parameters())[name])
 
 
-@pytest.mark.parametrize("method", ["esd", "rece", "fmn"])
+@pytest.mark.parametrize("method", ["esd", "rece", "fmn", "mace"])
 def test_sd3_is_refused_with_the_reason(method, family_dirs, tmp_path):
     from igmu_hf.api import run_unlearn
     from igmu_hf.families import FamilyNotSupportedError
@@ -296,6 +303,8 @@ def test_sd3_is_refused_with_the_reason(method, family_dirs, tmp_path):
     ("conceptprune", {"base_prompts": ["a park"]}, "both"),
     ("fmn", {"num_images": 0}, "empty image set"),
     ("fmn", {"instance_prompt": "a photo"}, "'{}'"),
+    ("mace", {"lamb": 0.0}, "lamb.*> 0"),
+    ("mace", {"mapping_concepts": ["a", "b"]}, "one entry per concept"),
 ])
 def test_bad_config_is_one_line(method, kwargs, message):
     from igmu_hf.methods import get_method
@@ -304,10 +313,64 @@ def test_bad_config_is_one_line(method, kwargs, message):
         get_method(method).config_class(concepts=["church"], **kwargs)
 
 
-@pytest.mark.parametrize("method", ["esd", "rece", "fmn"])
+@pytest.mark.parametrize("method", ["esd", "rece", "fmn", "mace", "conceptprune"])
 def test_a_word_the_mini_tokenizer_cannot_spell_is_refused(method, tmp_path):
     from igmu_hf.api import run_unlearn
 
     with pytest.raises(ValueError, match="unicorn"):
         run_unlearn(method, ["unicorn"], str(tmp_path / method), method_kwargs={"train_method": "xattn"}
                     if method == "esd" else None)
+
+
+# ---------------------------------------------------------------- MACE
+def test_mace_refinement_rows_are_the_tokens_around_the_concept(family_dirs):
+    from igmu_hf.methods.mace import matching_indices, refinement_rows
+
+    assert matching_indices([0, 5, 6, 7, 9], [0, 5, 8, 8, 7, 9]) == ([0, 1, 3, 4], [0, 1, 4, 5])
+    tok = load_pipeline(family_dirs["sd1"]).tokenizer
+    old, new = "a photo of church", "a photo of ground"
+    n_old = len(tok(old).input_ids)  # BOS a photo of church EOS
+    so, sn = torch.arange(77.0)[:, None].repeat(1, 2), 100 + torch.arange(77.0)[:, None].repeat(1, 2)
+    c_old, c_new = refinement_rows(tok, so, sn, old, new)
+    keep = [i for i in range(77) if i != n_old - 2]  # every position but the concept's token
+    assert c_old[:, 0].tolist() == keep and c_new[:, 0].tolist() == [100 + i for i in keep]
+
+
+def test_mace_fusion_equals_the_closed_form_over_every_concepts_prompts(family_dirs):
+    """W* = (λW + Σ_i Σ_c (W + ΔW_i) c cᵀ)(λI + Σ_i Σ_c c cᵀ)⁻¹ per layer, states from the text encoder directly."""
+    from igmu_hf.methods import MACEConfig, MACEUnlearner
+
+    cfg = MACEConfig(concepts=["church", "tower"], prompt_templates=["a photo of {}", "a {} at night"],
+                     aug_length=2, lamb=0.5, num_images=1, max_train_steps=3, learning_rate=0.05,
+                     num_inference_steps=3)
+    pipe = load_pipeline(family_dirs["sd1"])
+    unl = MACEUnlearner(cfg, progress=False)
+    result = unl.unlearn(pipe)
+    assert result.extra["training"]["losses"]["church"]["final"] is not None and len(unl.deltas) == 2
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    grams = []
+    for c in cfg.concepts:
+        ids = tok([t.format(c) for t in cfg.prompt_templates], padding="max_length", max_length=77,
+                  return_tensors="pt").input_ids
+        with torch.no_grad():
+            x = enc(ids)[0].double().reshape(-1, enc.config.hidden_size)
+        grams.append(x.T @ x)
+    d = grams[0].shape[0]
+    after = dict(pipe.unet.named_parameters())
+    moved = 0.0
+    for name in result.edited_parameters:
+        w = unl.refined[name]
+        mat1 = 0.5 * w + sum((w + delta[name]) @ g for delta, g in zip(unl.deltas, grams))
+        mat2 = 0.5 * torch.eye(d, dtype=torch.float64) + sum(grams)
+        expected = mat1 @ torch.linalg.inv(mat2)
+        moved = max(moved, float((expected - w).abs().max()))
+        torch.testing.assert_close(after[name].detach().double(), expected, rtol=0, atol=1e-5, msg=name)
+    assert moved > 1e-4, "the LoRAs changed nothing: the fusion check would be vacuous"
+
+
+def test_mace_importance_sampling_peaks_between_200_and_400():
+    from igmu_hf.methods.mace import importance_weights
+
+    w = importance_weights(1000)
+    assert float(w.sum()) == pytest.approx(1.0) and 200 <= int(w.argmax()) <= 400
+    assert float(w[200:401].sum()) > 0.8 and float(w[:100].sum()) < 1e-3

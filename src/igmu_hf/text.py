@@ -1,5 +1,7 @@
 """Text-side helpers shared by methods, attacks and metrics: vocabulary checks and prompt encoding."""
 
+import re
+
 import torch
 
 
@@ -20,7 +22,8 @@ def check_concept_in_vocab(tokenizer, concept: str) -> None:
         raise ValueError("`concept` is empty; pass the words to unlearn, e.g. --concept 'circle'.")
     open_vocab = _is_open_vocabulary(tokenizer)
     missing = []
-    for word in concept.split():
+    # words and punctuation apart, as CLIP's pre-tokenizer splits them ("circle," is "circle" and ",")
+    for word in re.findall(r"[^\W\d_]+|\d|[^\w\s]", concept):
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if not ids or tokenizer.unk_token_id in ids and word != tokenizer.unk_token or (not open_vocab and len(ids) > 1):
             missing.append(word)

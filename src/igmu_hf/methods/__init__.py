@@ -8,6 +8,7 @@ from .darkminer import DarkMinerConfig, DarkMinerUnlearner
 from .duo import DUOConfig, DUOUnlearner
 from .esd import ESDConfig, ESDUnlearner
 from .fmn import FMNConfig, FMNUnlearner
+from .mace import MACEConfig, MACEUnlearner
 from .rece import RECEConfig, RECEUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
@@ -29,4 +30,5 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 __all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
            "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner",
            "ESDConfig", "ESDUnlearner", "RECEConfig", "RECEUnlearner",
-           "ConceptPruneConfig", "ConceptPruneUnlearner", "FMNConfig", "FMNUnlearner", "library_versions"]
+           "ConceptPruneConfig", "ConceptPruneUnlearner", "FMNConfig", "FMNUnlearner",
+           "MACEConfig", "MACEUnlearner", "library_versions"]

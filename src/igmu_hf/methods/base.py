@@ -92,6 +92,10 @@ class Unlearner:
     # checkpoints_total_limit, resume_from_checkpoint, progress) in their constructor
     trained: ClassVar[bool] = False
     multi_concept: ClassVar[bool] = False  # erases several concepts in one run, as the method's paper shows
+    # the authors' paper-era code this follows (repository@commit: files), and every deliberate deviation from it;
+    # both go into igmu_run.json and the model card
+    reference_code: ClassVar[str] = ""
+    deviations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig):
         if not isinstance(config, self.config_class):
@@ -148,7 +152,8 @@ class Unlearner:
                                f"{ARTIFACT_KINDS}.")
         return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique,
                              extra={"multi_concept": self.multi_concept, "model_family": family.name,
-                                    "edited_components": components}, artifact_kind=self.artifact_kind)
+                                    "edited_components": components, "reference_code": self.reference_code,
+                                    "deviations": list(self.deviations)}, artifact_kind=self.artifact_kind)
 
     def _unlearn(self, pipeline) -> list[str]:
         """Edit ``pipeline`` in place; return the names of the parameters that were changed: the denoiser's as they

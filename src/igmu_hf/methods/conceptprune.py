@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
+from ..text import check_concept_in_vocab
 from .base import MethodConfig, Unlearner, register_method
 
 
@@ -153,6 +154,15 @@ def skilled_mask(weight: torch.Tensor, norms_base: torch.Tensor, norms_target: t
 class ConceptPruneUnlearner(Unlearner):
     """Zero the FFN weights skilled at the concept (see module docstring)."""
 
+    reference_code = ("ruchikachavhan/concept-prune@72927d9: wanda/wanda.py, neuron_receivers/wanda_receiver.py, "
+                      "wanda/save_union_over_time.py, utils/prompts.py, configs/wanda_config.yaml")
+    deviations = ("Only the first `timesteps` denoising steps are run (the later ones do not enter the union; the "
+                  "authors generate all 50).",
+                  "Our own subject lists for the real-world prompt pairs (the authors' things/humans/scenes files are "
+                  "not shipped); the mini world uses its own grammar.",
+                  "Layers are matched to scores by module name; the authors match by call order against the "
+                  "alphabetically sorted names (the same on SD1.x).")
+
     config_class = ConceptPruneConfig
     technique = "training-free pruning of skilled FFN weights (WANDA scores)"
     multi_concept = False
@@ -171,6 +181,7 @@ class ConceptPruneUnlearner(Unlearner):
         if len(cfg.concepts) != 1:
             raise ValueError("ConceptPrune erases one concept per run (the authors prune a union of single-concept "
                              "masks for several); pass one --concept.")
+        check_concept_in_vocab(pipeline.tokenizer, cfg.concepts[0])
         base, target = ((cfg.base_prompts, cfg.target_prompts) if cfg.base_prompts is not None
                         else default_prompt_pairs(cfg.concepts[0], self.domain))
         denoiser = family_of(pipeline).denoiser(pipeline)

@@ -474,6 +474,8 @@ class DarkMinerTrainer:
 class DarkMinerUnlearner(Unlearner):
     """Run the Dark Miner loop, fuse the LoRA into the UNet; the LoRA and the mined embeddings are kept."""
 
+    reference_code = "none public; the paper (seed 001, sections 3.2 and 4.1)"
+
     config_class = DarkMinerConfig
     technique = "mined-embedding circumvention with a value-projection LoRA"
     artifact_kind = "LoRA adapter"  # pytorch_lora_weights.safetensors, beside the fused pipeline

@@ -359,6 +359,11 @@ def default_detector(concepts, domain=None):
 class DUOUnlearner(Unlearner):
     """Build pairs, train the LoRA, fuse it into the pipeline's UNet; the LoRA is kept in ``result.extra``."""
 
+    reference_code = "naver-ai/DUO: train/unlearn-sd3.py (read for facts); SD1.x after the paper (seed 002)"
+    deviations = ("The output-preserving prior term draws its own noise (the authors' code reuses the pair's ε).",
+                  "pair_filter='none' keeps every generated pair unfiltered where no detector reads the model "
+                  "(recorded in the run); the paper filters with a detector.")
+
     config_class = DUOConfig
     technique = "preference optimisation (DPO) of a self-attention LoRA"
     artifact_kind = "LoRA adapter"  # pytorch_lora_weights.safetensors, beside the fused pipeline

@@ -127,6 +127,12 @@ def esd_draws(config: ESDConfig, step: int, shape: tuple[int, ...], num_train_ti
 class ESDUnlearner(Unlearner):
     """Fine-tune the UNet with the ESD loss (see module docstring); the result is a fused pipeline folder."""
 
+    reference_code = "rohitgandikota/erasing@4100f4e: train-scripts/train-esd.py (train_esd)"
+    deviations = ("diffusers names for the paper code's CompVis parameter filters (out. → conv_norm_out/conv_out, "
+                  "time_embed → time_embedding; SDXL's add_embedding excluded with it by ESD-u).",
+                  "The frozen ε* is a copy on the same device (the paper code loads it on a second device).",
+                  "v-prediction UNets (SD2.x): the guidance combination is applied to v (affine in ε at fixed z).")
+
     config_class = ESDConfig
     technique = "fine-tuning with negative guidance (ESD)"
     artifact_kind = "fused weights"

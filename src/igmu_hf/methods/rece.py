@@ -101,6 +101,14 @@ def adversarial_embedding(concept_states: torch.Tensor, edited: list[torch.Tenso
 class RECEUnlearner(Unlearner):
     """UCE, then closed-form adversarial embeddings erased epoch by epoch (see module docstring)."""
 
+    reference_code = ("CharlesGong12/RECE@3f095ad: train.py, train_object.py, train_artists.py, "
+                      "utils/embedding_calculation/close_form_emb.py (close_form_emb_regzero), erase_methods/uce.py "
+                      "(edit_model_adversarial), scripts/*.sh")
+    deviations = ("Runs the configured epochs and keeps the last; the authors stop early and pick the epoch by their "
+                  "task classifier's accuracy.",
+                  "igmu unlearn fills CatIGMU's preserve set by default (the authors' nudity/object scripts preserve "
+                  "none; pass an empty preserve list for that).")
+
     config_class = RECEConfig
     technique = "closed-form weight edit (cross-attention K/V) with closed-form adversarial embeddings"
     multi_concept = True
