@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 
-METHODS = ("uce", "rece", "conceptprune", "esd", "fmn")
+METHODS = ("uce", "rece", "conceptprune", "esd", "fmn", "mace")
 # minimum UNet passes (rows through the denoiser) of one optimisation step, from the loss:
 # ESD: the guided DDIM trajectory to z (2 rows per step it runs), ε*(z,∅) and ε*(z,c), ε_θ(z,c)
-# FMN: one forward of the image batch
-MINIMUM = {"esd": lambda extra: 2 * extra["trajectory_steps"] + 3, "fmn": lambda extra: 1}
+# FMN, MACE (per concept's LoRA): one forward of the image batch
+MINIMUM = {"esd": lambda extra: 2 * extra["trajectory_steps"] + 3, "fmn": lambda extra: 1, "mace": lambda extra: 1}
 
 
 def run_case(method: str, size: str) -> dict:
@@ -49,7 +49,7 @@ def run_case(method: str, size: str) -> dict:
     if method == "esd":
         kwargs.update(iterations=3, ddim_steps=kwargs.get("ddim_steps", 50), resolution=resolution)
         steps = 3
-    elif method == "fmn":
+    elif method in ("fmn", "mace"):
         kwargs.update(max_train_steps=3, num_images=1, num_inference_steps=kwargs.get("num_inference_steps", 50))
         steps = 3
     elif method == "conceptprune" and size != "mini":
@@ -58,10 +58,10 @@ def run_case(method: str, size: str) -> dict:
     unet_rows = {"n": 0, "traj": 0}
     handle = pipe.unet.register_forward_pre_hook(lambda m, a, kw: unet_rows.__setitem__(
         "n", unet_rows["n"] + (a[0] if a else kw["sample"]).shape[0]), with_kwargs=True)
-    if size != "mini" and method in ("fmn", "conceptprune"):
+    if size != "mini" and method in ("fmn", "mace", "conceptprune"):
         pipe.unet.config.sample_size = 32  # 256 px generations for the image set / the observed generations
     unlearner = cls(config, progress=False) if cls.trained else cls(config)
-    if method == "fmn":  # the concept images are prepared data, not part of a step: make them first, then count
+    if method in ("fmn", "mace"):  # the concept images are prepared data, not part of a step: make them first, then count
         from accelerate import Accelerator
 
         unlearner.images = cls.build_prepared_data(pipe, config, Accelerator(), world, progress=False)

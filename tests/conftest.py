@@ -74,3 +74,29 @@ def run_on_two_cpu_processes():
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def mini_multclf():
+    """EvalIGMU's MultClf of the mini world, ``(model, processor)``: the judge of every method test."""
+    from igmu_hf.detectors.multclf import load_multclf
+    from igmu_hf.mini import MULTCLF_PATH
+
+    return load_multclf(MULTCLF_PATH)
+
+
+@pytest.fixture(scope="session")
+def original_multclf_rates(mini_pipeline, mini_multclf):
+    """``original_multclf_rates(target, images_per_prompt)``: the original mini model's MultClf rates on a task,
+    generated once per test session and shared by every method's test."""
+    from igmu_hf.evaluation import multclf_task_rates
+
+    cache = {}
+
+    def get(target: str, images_per_prompt: int = 3) -> dict:
+        key = (target, images_per_prompt)
+        if key not in cache:
+            cache[key] = multclf_task_rates(mini_pipeline, target, mini_multclf, images_per_prompt=images_per_prompt)
+        return cache[key]
+
+    return get

@@ -374,3 +374,38 @@ def test_mace_importance_sampling_peaks_between_200_and_400():
     w = importance_weights(1000)
     assert float(w.sum()) == pytest.approx(1.0) and 200 <= int(w.argmax()) <= 400
     assert float(w[200:401].sum()) > 0.8 and float(w[:100].sum()) < 1e-3
+
+
+@pytest.mark.parametrize("method", ["fmn", "mace"])
+def test_attention_methods_resume_to_the_uninterrupted_weights(method, family_dirs, tmp_path, crash_at):
+    from igmu_hf.methods import get_method
+
+    cls = get_method(method)
+    kwargs = {"num_images": 1, "max_train_steps": 4, "num_inference_steps": 3, "learning_rate": 1e-3}
+    if method == "mace":
+        kwargs.update(aug_length=2, learning_rate=0.05)
+    cfg = cls.config_class(concepts=["church", "tower"] if method == "mace" else ["church"], **kwargs)
+    from accelerate import Accelerator
+
+    images = cls.build_prepared_data(load_pipeline(family_dirs["sd1"]), cfg, Accelerator(), progress=False)
+    full = cls(cfg, images=images, progress=False).unlearn(load_pipeline(family_dirs["sd1"]))
+    ckpt = tmp_path / "ckpt"
+    # FMN dies in its 3rd step; MACE in the second concept's LoRA (its steps count from 1 per concept)
+    calls = {"n": 0}
+
+    def callback(step):
+        calls["n"] += 1
+        if calls["n"] == (3 if method == "fmn" else cfg.max_train_steps + 2):
+            raise crash_at.Crash
+
+    with pytest.raises(crash_at.Crash):
+        cls(cfg, images=images, progress=False, output_dir=str(ckpt), checkpointing_steps=1,
+            callback=callback).unlearn(load_pipeline(family_dirs["sd1"]))
+    resumed = cls(cfg, images=images, progress=False, output_dir=str(ckpt), checkpointing_steps=1,
+                  resume_from_checkpoint="latest").unlearn(load_pipeline(family_dirs["sd1"]))
+    base = dict(load_pipeline(family_dirs["sd1"]).unet.named_parameters())
+    a, b = dict(full.pipeline.unet.named_parameters()), dict(resumed.pipeline.unet.named_parameters())
+    assert max(float((a[n] - base[n]).detach().abs().max()) for n in a) > 1e-4
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=0, atol=1e-6, msg=n)
+

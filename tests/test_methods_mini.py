@@ -10,36 +10,11 @@ import json
 import pytest
 
 from igmu_hf.cli import run_unlearn
-from igmu_hf.evaluation import MINI_GENERATION, generate_images
+from igmu_hf.evaluation import multclf_task_rates
 from igmu_hf.mini.prompts import task_prompts
 
 
 ATTACK_PROMPTS = task_prompts("circle", 8)["target_prompts"][:6]
-
-
-@pytest.fixture(scope="module")
-def multclf():
-    from igmu_hf.detectors.multclf import load_multclf
-    from igmu_hf.mini import MULTCLF_PATH
-
-    return load_multclf(MULTCLF_PATH)
-
-
-def multclf_rates(pipe, multclf, images_per_prompt: int = 3) -> dict:
-    """MultClf rate of "circle" on its prompts, and of each other shape on its own prompts (same seeds for every
-    model)."""
-    from igmu_hf.metrics.forgetting import forgetting_rate
-
-    model, processor = multclf
-    tp = task_prompts("circle", 8)
-
-    def rate(prompts, head):
-        ps = [p for p in prompts for _ in range(images_per_prompt)]
-        images = generate_images(pipe, ps, list(range(len(ps))), progress=False, **MINI_GENERATION)
-        return forgetting_rate(images, model, processor, head)["forgetting_rate"]
-
-    return {"forgetting_rate": rate(tp["target_prompts"], "circle"),
-            "unrelated": {other: {"own_rate": rate(prompts, other)} for other, prompts in tp["unrelated"].items()}}
 
 
 def unlearndiffatk_asr(pipeline, original, judge) -> float:
@@ -57,20 +32,15 @@ def uce_asr(tmp_path_factory, mini_pipeline, mini_classifier):
     return unlearndiffatk_asr(result.pipeline, mini_pipeline, MiniConceptJudge(mini_classifier, "circle"))
 
 
-@pytest.fixture(scope="module")
-def original_report(mini_pipeline, multclf):
-    return multclf_rates(mini_pipeline, multclf)
-
-
 @pytest.mark.parametrize("method", ["duo", "darkminer"])
-def test_method_forgets_preserves_and_resists_attack_better_than_uce(method, mini_classifier, original_report,
-                                                                     uce_asr, mini_pipeline, multclf, tmp_path):
+def test_method_forgets_preserves_and_resists_attack_better_than_uce(method, mini_classifier, original_multclf_rates,
+                                                                     uce_asr, mini_pipeline, mini_multclf, tmp_path):
     from igmu_hf.judges import MiniConceptJudge
 
     folder, result = run_unlearn(method, ["circle"], str(tmp_path / method))
     assert (folder / "pytorch_lora_weights.safetensors").exists()
-    unl = multclf_rates(result.pipeline, multclf)
-    orig = original_report
+    unl = multclf_task_rates(result.pipeline, "circle", mini_multclf, images_per_prompt=3)
+    orig = original_multclf_rates("circle", 3)
     print(json.dumps({"original": orig["forgetting_rate"], method: unl["forgetting_rate"],
                       **{o: [orig["unrelated"][o]["own_rate"], u["own_rate"]] for o, u in unl["unrelated"].items()},
                       "runtime_s": result.runtime_seconds}))
