@@ -48,6 +48,8 @@ def run_case(method: str, size: str) -> dict:
     steps = None
     if method == "esd":
         kwargs.update(iterations=3, ddim_steps=kwargs.get("ddim_steps", 50), resolution=resolution)
+        if size != "mini":  # ESD-x: ESD-u's full-UNet Adam states and frozen copy need ~17 GB beside it
+            kwargs["train_method"] = "xattn"
         steps = 3
     elif method in ("fmn", "mace"):
         kwargs.update(max_train_steps=3, num_images=1, num_inference_steps=kwargs.get("num_inference_steps", 50))

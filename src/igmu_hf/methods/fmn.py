@@ -44,7 +44,6 @@ class FMNConfig(MethodConfig):
     num_inference_steps: int = field(default=50, metadata={"help": "Steps of the generated concept images."})
     guidance_scale: float = field(default=7.5, metadata={"help": "Guidance of the generated concept images."})
 
-    mini_preset = {"learning_rate": 1e-4, "max_train_steps": 35}
 
     def __post_init__(self):
         super().__post_init__()
