@@ -80,7 +80,7 @@ def test_duo_takes_pairs_given_as_a_dataset(family_dirs):
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])
 def test_uce_equals_the_closed_form_on_the_pipelines_own_text_states(family, family_dirs):
     """W' = (λW + W Σ c*cᵀ + s_p W Σ c_p c_pᵀ)(λI + Σ ccᵀ + s_p Σ c_p c_pᵀ)⁻¹ per layer, with the states taken from
-    the pipeline's own ``encode_prompt`` (SDXL: both encoders' penultimate states)."""
+    the pipeline's own ``encode_prompt`` (SDXL: both encoders' penultimate states) and the paper code's rows."""
     from igmu_hf.hub import load_pipeline
     from igmu_hf.methods import UCEConfig, UCEUnlearner
     from igmu_hf.text import last_token_index
@@ -99,8 +99,8 @@ def test_uce_equals_the_closed_form_on_the_pipelines_own_text_states(family, fam
     i, j = last_token_index(tok, "church"), last_token_index(tok, " ")
     n = tok.model_max_length - max(i, j)
     c_e, c_g = states("church")[i:i + n], states(" ")[j:j + n]
-    k = last_token_index(tok, "a photo of a bird")
-    c_p = states("a photo of a bird")[k:]
+    # the paper code's preserve rows: every position of each preserve prompt, '' among them
+    c_p = torch.cat([states("a photo of a bird"), states("")])
     d = c_e.shape[1]
     lam, s_p = cfg.lamb, cfg.preserve_scale
     right = torch.linalg.inv(lam * torch.eye(d, dtype=torch.float64) + c_e.T @ c_e + s_p * c_p.T @ c_p)

@@ -77,6 +77,7 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
         accelerator = accelerator or Accelerator()
         pipe = load_pipeline(base).to(accelerator.device)
         pipe.set_progress_bar_config(disable=True)
+        unlearner_cls.check_family(pipe)  # refuse before preparing any data
         show = progress and accelerator.is_local_main_process
         if unlearner_cls.prepared_data is not None:
             folder = data_dir or str(out.with_name(f"{out.name}-{unlearner_cls.prepared_data}"))

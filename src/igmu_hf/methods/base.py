@@ -96,6 +96,20 @@ class Unlearner:
     # both go into igmu_run.json and the model card
     reference_code: ClassVar[str] = ""
     deviations: ClassVar[tuple[str, ...]] = ()
+    # model-family capabilities the method needs (igmu_hf.families), and its name in refusals
+    requires: ClassVar[tuple[str, ...]] = ()
+    display_name: ClassVar[str] = ""
+
+    @classmethod
+    def check_family(cls, pipeline):
+        """The pipeline's family, or a one-line :class:`~igmu_hf.families.FamilyNotSupportedError` when it lacks a
+        capability the method needs (checked before any work, prepared data included)."""
+        from ..families import family_of
+
+        family = family_of(pipeline)
+        for capability in cls.requires:
+            family.require(capability, cls.display_name or cls.__name__)
+        return family
 
     def __init__(self, config: MethodConfig):
         if not isinstance(config, self.config_class):
@@ -140,6 +154,7 @@ class Unlearner:
         return cls.from_prepared_data(data)
 
     def unlearn(self, pipeline) -> UnlearnResult:
+        self.check_family(pipeline)
         start = time.perf_counter()
         edited = self._unlearn(pipeline)
         runtime = time.perf_counter() - start

@@ -474,6 +474,9 @@ class DarkMinerTrainer:
 class DarkMinerUnlearner(Unlearner):
     """Run the Dark Miner loop, fuse the LoRA into the UNet; the LoRA and the mined embeddings are kept."""
 
+    requires = ("single_text_encoder",)
+    display_name = "Dark Miner"
+
     reference_code = "none public; the paper (seed 001, sections 3.2 and 4.1)"
 
     config_class = DarkMinerConfig

@@ -372,10 +372,11 @@ class DUOUnlearner(Unlearner):
     def __init__(self, config: DUOConfig, detector=None, pairs=None, accelerator=None, progress: bool = True,
                  output_dir: str | None = None, checkpointing_steps: int | None = None,
                  resume_from_checkpoint: str | None = None, checkpoints_total_limit: int | None = 2, callback=None,
-                 domain=None):
+                 domain=None, pairs_built_by_method: bool = False):
         super().__init__(config)
         self.detector, self.pairs, self.accelerator, self.progress = detector, pairs, accelerator, progress
         self.domain = domain
+        self.pairs_built_by_method = pairs_built_by_method  # prepared by build_prepared_data (the config's filter)
         self.train_kwargs = dict(output_dir=output_dir, checkpointing_steps=checkpointing_steps,
                                  resume_from_checkpoint=resume_from_checkpoint, callback=callback,
                                  checkpoints_total_limit=checkpoints_total_limit)
@@ -400,12 +401,12 @@ class DUOUnlearner(Unlearner):
 
     @classmethod
     def from_prepared_data(cls, dataset) -> dict:
-        return {"pairs": dataset}
+        return {"pairs": dataset, "pairs_built_by_method": True}
 
     def _unlearn(self, pipeline) -> list[str]:
         cfg: DUOConfig = self.config
         torch.manual_seed(cfg.seed)
-        given = self.pairs is not None
+        given = self.pairs is not None and not self.pairs_built_by_method
         if self.pairs is None:
             detector = None
             if cfg.pair_filter == "detector":

@@ -128,6 +128,9 @@ def esd_draws(config: ESDConfig, step: int, shape: tuple[int, ...], num_train_ti
 class ESDUnlearner(Unlearner):
     """Fine-tune the UNet with the ESD loss (see module docstring); the result is a fused pipeline folder."""
 
+    requires = ("ddpm_unet",)
+    display_name = "ESD"
+
     reference_code = "rohitgandikota/erasing@4100f4e: train-scripts/train-esd.py (train_esd)"
     deviations = ("diffusers names for the paper code's CompVis parameter filters (out. → conv_norm_out/conv_out, "
                   "time_embed → time_embedding; SDXL's add_embedding excluded with it by ESD-u).",
@@ -156,7 +159,6 @@ class ESDUnlearner(Unlearner):
 
         cfg: ESDConfig = self.config
         family = family_of(pipeline)
-        family.require("ddpm_unet", "ESD")
         for concept in cfg.concepts:
             check_concept_in_vocab(pipeline.tokenizer, concept)
         unet = family.denoiser(pipeline)

@@ -136,6 +136,9 @@ def fmn_loss(probs: list[torch.Tensor], positions: torch.Tensor) -> torch.Tensor
 class FMNUnlearner(Unlearner):
     """Forget-Me-Not attention re-steering (see module docstring); the result is a fused pipeline folder."""
 
+    requires = ("ddpm_unet",)
+    display_name = "FMN"
+
     reference_code = "SHI-Labs/Forget-Me-Not@a4a81e8: src/train_attn.py, configs/attn.yaml"
     deviations = ("No textual-inversion stage: the concept's own word tokens are re-steered (the authors' use_ti: "
                   "false path; their default learns TI tokens first).",
@@ -195,7 +198,6 @@ class FMNUnlearner(Unlearner):
 
         cfg: FMNConfig = self.config
         family = family_of(pipeline)
-        family.require("ddpm_unet", "FMN")
         tok = pipeline.tokenizer
         for c in cfg.concepts:
             check_concept_in_vocab(tok, c)

@@ -157,6 +157,9 @@ def refinement_rows(tokenizer, states_old: torch.Tensor, states_new: torch.Tenso
 class MACEUnlearner(Unlearner):
     """Closed-form refinement, one LoRA per concept, closed-form fusion (see module docstring)."""
 
+    requires = ("ddpm_unet", "cross_attention_kv")
+    display_name = "MACE"
+
     config_class = MACEConfig
     technique = "closed-form K/V refinement + per-concept LoRA on attention maps + closed-form fusion"
     trained = True
@@ -245,8 +248,6 @@ class MACEUnlearner(Unlearner):
 
         cfg: MACEConfig = self.config
         family = family_of(pipeline)
-        family.require("ddpm_unet", "MACE")
-        family.require("cross_attention_kv", "MACE")
         tok = pipeline.tokenizer
         for c in cfg.concepts:
             check_concept_in_vocab(tok, c)

@@ -101,6 +101,9 @@ def adversarial_embedding(concept_states: torch.Tensor, edited: list[torch.Tenso
 class RECEUnlearner(Unlearner):
     """UCE, then closed-form adversarial embeddings erased epoch by epoch (see module docstring)."""
 
+    requires = ("cross_attention_kv",)
+    display_name = "RECE"
+
     reference_code = ("CharlesGong12/RECE@3f095ad: train.py, train_object.py, train_artists.py, "
                       "utils/embedding_calculation/close_form_emb.py (close_form_emb_regzero), erase_methods/uce.py "
                       "(edit_model_adversarial), scripts/*.sh")
@@ -116,7 +119,6 @@ class RECEUnlearner(Unlearner):
     def _unlearn(self, pipeline) -> list[str]:
         cfg: RECEConfig = self.config
         family = family_of(pipeline)
-        family.require("cross_attention_kv", "RECE")
         for concept in cfg.concepts:
             check_concept_in_vocab(pipeline.tokenizer, concept)
         denoiser = family.denoiser(pipeline)

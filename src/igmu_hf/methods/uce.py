@@ -134,6 +134,9 @@ def uce_edit_layers(unet, m: torch.Tensor, modules: tuple[str, ...] = ("attn2.to
 class UCEUnlearner(Unlearner):
     """Closed-form edit of cross-attention keys/values (see module docstring)."""
 
+    requires = ("cross_attention_kv",)
+    display_name = "UCE"
+
     reference_code = "rohitgandikota/unified-concept-editing@f7222e6: train-scripts/train_erase.py (edit_model)"
     deviations = ("One d×d solve shared by every layer (W' = W·A·B⁻¹, algebraically the per-layer formula) in float64; "
                   "the authors solve per layer in float32 (relative difference of the edit 1.9e-4, "
@@ -148,7 +151,6 @@ class UCEUnlearner(Unlearner):
     def _unlearn(self, pipeline) -> list[str]:
         cfg: UCEConfig = self.config
         family = family_of(pipeline)
-        family.require("cross_attention_kv", "UCE")
         tok = pipeline.tokenizer
         for concept in cfg.concepts + [c for c in cfg.preserve_concepts if c.strip()]:
             check_concept_in_vocab(tok, concept)
