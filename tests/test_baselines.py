@@ -409,3 +409,14 @@ def test_attention_methods_resume_to_the_uninterrupted_weights(method, family_di
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=0, atol=1e-6, msg=n)
 
+
+
+def test_an_empty_given_image_set_is_refused(family_dirs):
+    from datasets import Dataset
+
+    from igmu_hf.methods import FMNConfig, FMNUnlearner
+
+    empty = Dataset.from_dict({"image": [], "prompt": [], "concept": [], "seed": []})
+    with pytest.raises(ValueError, match="FMN images set is empty"):
+        FMNUnlearner(FMNConfig(concepts=["church"]), images=empty, progress=False).unlearn(
+            load_pipeline(family_dirs["sd1"]))

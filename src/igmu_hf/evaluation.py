@@ -106,3 +106,22 @@ def _detector_info(classifier) -> dict:
     return {"id": getattr(classifier, "name_or_path", "") or type(classifier).__name__,
             "class": type(classifier).__name__, "checkpoint_sha256": state_dict_sha256(classifier),
             "threshold": getattr(classifier.config, "threshold", None)}
+
+
+def concept_image_dataset(pipeline, prompts: list[str], concepts: list[str], seeds: list[int], accelerator,
+                          desc: str, progress: bool = True, **generation_kwargs):
+    """A method's concept images as a ``datasets.Dataset`` (``image``, ``prompt``, ``concept``, ``seed``): one
+    image per (prompt, seed) from the original model, generated sharded over the accelerator's processes (FMN's
+    and MACE's image sets)."""
+    from datasets import Dataset, Features, Image, Value
+
+    from .training import TrainingRun
+
+    run = TrainingRun({}, accelerator, progress=progress)
+    images = run.sharded(list(range(len(prompts))), lambda idx: generate_images(
+        pipeline, [prompts[i] for i in idx], [seeds[i] for i in idx], progress=progress, desc=desc,
+        **generation_kwargs))
+    return Dataset.from_dict({"image": images, "prompt": list(prompts), "concept": list(concepts),
+                              "seed": list(seeds)},
+                             features=Features({"image": Image(), "prompt": Value("string"),
+                                                "concept": Value("string"), "seed": Value("int64")}))

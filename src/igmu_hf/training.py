@@ -128,6 +128,17 @@ class TrainingRun:
         logger.info("Resumed from %s (step %d).", path, state["step"])
         return state, saved, optimizer_state
 
+    def resume_training(self, tensors: dict[str, torch.Tensor], optimizer, key: str, default: Any
+                        ) -> tuple[Any, int]:
+        """Resume a plain step loop: restore ``tensors`` and the optimizer from the checkpoint (if any) and return
+        ``(state[key], step)`` saved there, else ``(default, 0)``."""
+        resumed = self.resume(tensors)
+        if resumed is None:
+            return default, 0
+        saved, _, optimizer_state = resumed
+        optimizer.load_state_dict(optimizer_state)
+        return saved[key], saved["step"]
+
     def checkpoint(self, step: int, state: dict[str, Any], tensors: dict[str, torch.Tensor],
                    optimizer_state: dict | None = None, force: bool = False) -> None:
         """Write ``checkpoint-<step>`` (main process only) when ``step`` is a multiple of ``checkpointing_steps``,

@@ -153,6 +153,25 @@ class Unlearner:
                               accelerator, fingerprint)
         return cls.from_prepared_data(data)
 
+    def check_concepts(self, pipeline, extra: tuple[str, ...] | list[str] = ()) -> None:
+        """One-line error when a concept (or an ``extra`` prompt) has a word the pipeline's tokenizer cannot spell."""
+        from ..text import check_concept_in_vocab
+
+        for text in [*self.config.concepts, *extra]:
+            check_concept_in_vocab(pipeline.tokenizer, text)
+
+    def prepared_or_built(self, pipeline, given, accelerator=None, domain=None, progress: bool = True):
+        """The method's prepared data: ``given`` (the scaffold's shared folder, or the caller's), else built here
+        on one process; an empty set is refused."""
+        if given is None:
+            from accelerate import Accelerator
+
+            given = self.build_prepared_data(pipeline, self.config, accelerator or Accelerator(), domain, progress)
+        if len(given) == 0:
+            name = self.display_name or type(self).__name__
+            raise ValueError(f"The {name} {self.prepared_data} set is empty; give some or let {name} build them.")
+        return given
+
     def unlearn(self, pipeline) -> UnlearnResult:
         self.check_family(pipeline)
         start = time.perf_counter()

@@ -300,12 +300,7 @@ def train_duo(pipeline, pairs, config: DUOConfig, accelerator=None, progress: bo
     dev = run.device
     stats = {"loss": [], "dpo": [], "reg": []}
     lora = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    first = 0
-    resumed = run.resume(lora)
-    if resumed is not None:
-        saved, _, opt_state = resumed
-        opt.load_state_dict(opt_state)
-        stats, first = saved["stats"], saved["step"]
+    stats, first = run.resume_training(lora, opt, "stats", stats)
     for step in run.steps(first, config.max_train_steps, "DUO"):
         # one global draw per step; each process keeps its share, so N processes compute the 1-process step
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)

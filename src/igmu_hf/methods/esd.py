@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import Conditioning, family_of
-from ..text import check_concept_in_vocab
 from .base import MethodConfig, Unlearner, register_method
 
 
@@ -159,8 +158,7 @@ class ESDUnlearner(Unlearner):
 
         cfg: ESDConfig = self.config
         family = family_of(pipeline)
-        for concept in cfg.concepts:
-            check_concept_in_vocab(pipeline.tokenizer, concept)
+        self.check_concepts(pipeline)
         unet = family.denoiser(pipeline)
         run = TrainingRun({**cfg.to_dict(), "family": family.name}, self.accelerator, progress=self.progress,
                           resumable_changes=("iterations",), **self.train_kwargs)
@@ -184,12 +182,7 @@ class ESDUnlearner(Unlearner):
         num_train = family.num_train_timesteps(sampler)
         size = (cfg.resolution or unet.config.sample_size * pipeline.vae_scale_factor) // pipeline.vae_scale_factor
         shape = (unet.config.in_channels, size, size)
-        losses, first = [], 0
-        resumed = run.resume(trainable)
-        if resumed is not None:
-            saved, _, opt_state = resumed
-            opt.load_state_dict(opt_state)
-            losses, first = saved["losses"], saved["step"]
+        losses, first = run.resume_training(trainable, opt, "losses", [])
         unet.train()
         share = run.share(cfg.train_batch_size)
         for step in run.steps(first, cfg.iterations, "ESD"):

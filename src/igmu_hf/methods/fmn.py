@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
-from ..text import check_concept_in_vocab
 from .base import MethodConfig, Unlearner, register_method
 
 
@@ -172,40 +171,26 @@ class FMNUnlearner(Unlearner):
     @classmethod
     def build_prepared_data(cls, pipeline, config: FMNConfig, accelerator, domain=None, progress: bool = True):
         """The concept images: ``num_images`` per concept from its instance prompt, generated sharded."""
-        from datasets import Dataset, Features, Image, Value
-
-        from ..evaluation import generate_images
-        from ..training import TrainingRun
+        from ..evaluation import concept_image_dataset
 
         prompts, concepts = (list(x) for x in zip(*config.prompts(domain)))
         seeds = [config.seed * 1_000_003 + 31 + i for i in range(len(prompts))]
-        run = TrainingRun(config.to_dict(), accelerator, progress=progress)
-        images = run.sharded(list(range(len(prompts))), lambda idx: generate_images(
-            pipeline, [prompts[i] for i in idx], [seeds[i] for i in idx], progress=progress, desc="FMN images",
-            num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale))
-        return Dataset.from_dict({"image": images, "prompt": prompts, "concept": concepts, "seed": seeds},
-                                 features=Features({"image": Image(), "prompt": Value("string"),
-                                                    "concept": Value("string"), "seed": Value("int64")}))
+        return concept_image_dataset(pipeline, prompts, concepts, seeds, accelerator, "FMN images", progress,
+                                     num_inference_steps=config.num_inference_steps,
+                                     guidance_scale=config.guidance_scale)
 
     @classmethod
     def from_prepared_data(cls, dataset) -> dict:
         return {"images": dataset}
 
     def _unlearn(self, pipeline) -> list[str]:
-        from accelerate import Accelerator
-
         from ..training import TrainingRun
 
         cfg: FMNConfig = self.config
         family = family_of(pipeline)
         tok = pipeline.tokenizer
-        for c in cfg.concepts:
-            check_concept_in_vocab(tok, c)
-        if self.images is None:
-            self.images = self.build_prepared_data(pipeline, cfg, self.accelerator or Accelerator(), self.domain,
-                                                   progress=self.progress)
-        if len(self.images) == 0:
-            raise ValueError("The FMN image set is empty; give concept images or let FMN generate num_images.")
+        self.check_concepts(pipeline)
+        self.images = self.prepared_or_built(pipeline, self.images, self.accelerator, self.domain, self.progress)
         unet = family.denoiser(pipeline)
         run = TrainingRun({**cfg.to_dict(), "family": family.name}, self.accelerator, progress=self.progress,
                           **self.train_kwargs)
@@ -228,12 +213,7 @@ class FMNUnlearner(Unlearner):
         model, opt = acc.prepare(unet, opt)
         scheduler = family.training_scheduler(pipeline)
         dev = run.device
-        losses, first = [], 0
-        resumed = run.resume(trainable)
-        if resumed is not None:
-            saved, _, opt_state = resumed
-            opt.load_state_dict(opt_state)
-            losses, first = saved["losses"], saved["step"]
+        losses, first = run.resume_training(trainable, opt, "losses", [])
         recorder = AttentionProbabilities(unet)
         unet.train()
         try:

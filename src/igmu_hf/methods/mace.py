@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
-from ..text import check_concept_in_vocab
 from .base import MethodConfig, Unlearner, register_method
 from .fmn import AttentionProbabilities, concept_positions
 from .uce import uce_edit_layers, uce_projection
@@ -222,40 +221,25 @@ class MACEUnlearner(Unlearner):
     @classmethod
     def build_prepared_data(cls, pipeline, config: MACEConfig, accelerator, domain=None, progress: bool = True):
         """``num_images`` per concept from its prompts in turn, generated sharded over the processes."""
-        from datasets import Dataset, Features, Image, Value
-
-        from ..evaluation import generate_images
-        from ..training import TrainingRun
+        from ..evaluation import concept_image_dataset
 
         rows = [(pairs[i % len(pairs)][0], c) for c, pairs in zip(config.concepts, cls.prompt_pairs(config, domain))
                 for i in range(config.num_images)]
-        prompts, concepts = [r[0] for r in rows], [r[1] for r in rows]
         seeds = [config.seed * 1_000_003 + 57 + i for i in range(len(rows))]
-        run = TrainingRun(config.to_dict(), accelerator, progress=progress)
-        images = run.sharded(list(range(len(rows))), lambda idx: generate_images(
-            pipeline, [prompts[i] for i in idx], [seeds[i] for i in idx], progress=progress, desc="MACE images",
-            num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale))
-        return Dataset.from_dict({"image": images, "prompt": prompts, "concept": concepts, "seed": seeds},
-                                 features=Features({"image": Image(), "prompt": Value("string"),
-                                                    "concept": Value("string"), "seed": Value("int64")}))
+        return concept_image_dataset(pipeline, [r[0] for r in rows], [r[1] for r in rows], seeds, accelerator,
+                                     "MACE images", progress, num_inference_steps=config.num_inference_steps,
+                                     guidance_scale=config.guidance_scale)
 
     @classmethod
     def from_prepared_data(cls, dataset) -> dict:
         return {"images": dataset}
 
     def _unlearn(self, pipeline) -> list[str]:
-        from accelerate import Accelerator
-
         cfg: MACEConfig = self.config
         family = family_of(pipeline)
         tok = pipeline.tokenizer
-        for c in cfg.concepts:
-            check_concept_in_vocab(tok, c)
-        if self.images is None:
-            self.images = self.build_prepared_data(pipeline, cfg, self.accelerator or Accelerator(), self.domain,
-                                                   progress=self.progress)
-        if len(self.images) == 0:
-            raise ValueError("The MACE image set is empty; give concept images or let MACE generate num_images.")
+        self.check_concepts(pipeline)
+        self.images = self.prepared_or_built(pipeline, self.images, self.accelerator, self.domain, self.progress)
         unet = family.denoiser(pipeline)
         modules = tuple(family.modules("cross_kv"))
         pairs = self.prompt_pairs(cfg, self.domain)
@@ -319,12 +303,7 @@ class MACEUnlearner(Unlearner):
         num_t = family.num_train_timesteps(scheduler)
         probs = importance_weights(num_t) if cfg.importance_sampling else torch.full((num_t,), 1.0 / num_t)
         dev = run.device
-        losses, first = [], 0
-        resumed = run.resume(lora)
-        if resumed is not None:
-            saved, _, opt_state = resumed
-            opt.load_state_dict(opt_state)
-            losses, first = saved["losses"], saved["step"]
+        losses, first = run.resume_training(lora, opt, "losses", [])
         recorder = AttentionProbabilities(unet)
         unet.train()
         try:

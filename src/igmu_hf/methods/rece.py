@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
-from ..text import check_concept_in_vocab
 from .base import MethodConfig, Unlearner, register_method
 from .uce import UCEConfig, UCEUnlearner, uce_edit_layers, uce_projection
 
@@ -119,8 +118,7 @@ class RECEUnlearner(Unlearner):
     def _unlearn(self, pipeline) -> list[str]:
         cfg: RECEConfig = self.config
         family = family_of(pipeline)
-        for concept in cfg.concepts:
-            check_concept_in_vocab(pipeline.tokenizer, concept)
+        self.check_concepts(pipeline)
         denoiser = family.denoiser(pipeline)
         modules = family.modules("cross_kv")
         w_orig = kv_weights(denoiser, modules)
