@@ -2,7 +2,8 @@
 
 import platform
 
-from .base import MethodConfig, Unlearner, UnlearnResult, get_method, list_methods, register_method
+from .base import (MethodConfig, TrainedUnlearner, Unlearner, UnlearnResult, get_method, list_methods,
+                   register_method)
 from .conceptprune import ConceptPruneConfig, ConceptPruneUnlearner
 from .darkminer import DarkMinerConfig, DarkMinerUnlearner
 from .duo import DUOConfig, DUOUnlearner
@@ -27,7 +28,7 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
-__all__ = ["MethodConfig", "Unlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
+__all__ = ["MethodConfig", "Unlearner", "TrainedUnlearner", "UnlearnResult", "get_method", "list_methods", "register_method",
            "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner",
            "ESDConfig", "ESDUnlearner", "RECEConfig", "RECEUnlearner",
            "ConceptPruneConfig", "ConceptPruneUnlearner", "FMNConfig", "FMNUnlearner",

@@ -195,6 +195,33 @@ class Unlearner:
         raise NotImplementedError
 
 
+class TrainedUnlearner(Unlearner):
+    """Base of methods trained on the scaffold (:class:`~igmu_hf.training.TrainingRun`): it keeps the scaffold's
+    arguments (``self.train_kwargs`` goes to the run), the concept world and the run's statistics, which
+    ``unlearn`` records as ``extra["training"]``."""
+
+    trained = True
+
+    def __init__(self, config: MethodConfig, accelerator=None, progress: bool = True, output_dir: str | None = None,
+                 checkpointing_steps: int | None = None, resume_from_checkpoint: str | None = None,
+                 checkpoints_total_limit: int | None = 2, callback=None, domain=None):
+        super().__init__(config)
+        self.accelerator, self.progress, self.domain = accelerator, progress, domain
+        self.train_kwargs = dict(output_dir=output_dir, checkpointing_steps=checkpointing_steps,
+                                 checkpoints_total_limit=checkpoints_total_limit,
+                                 resume_from_checkpoint=resume_from_checkpoint, callback=callback)
+        self.stats: dict = {}
+
+    @classmethod
+    def domain_kwargs(cls, domain) -> dict[str, Any]:
+        return {"domain": domain}
+
+    def unlearn(self, pipeline) -> UnlearnResult:
+        result = super().unlearn(pipeline)
+        result.extra["training"] = self.stats
+        return result
+
+
 def edited_parameter_counts(pipeline, edited: list[str], denoiser_name: str = "unet") -> tuple[int, int, list[str]]:
     """(edited parameters, parameters of every component that changed, those components) for ``edited`` names
     (denoiser names bare, other components' prefixed with the component name). The denoiser always counts in the

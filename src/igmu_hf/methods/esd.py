@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import Conditioning, family_of
-from .base import MethodConfig, Unlearner, register_method
+from .base import MethodConfig, TrainedUnlearner, register_method
 
 
 TRAIN_METHODS = ("xattn", "noxattn", "selfattn", "full")
@@ -124,7 +124,7 @@ def esd_draws(config: ESDConfig, step: int, shape: tuple[int, ...], num_train_ti
     return draws
 
 
-class ESDUnlearner(Unlearner):
+class ESDUnlearner(TrainedUnlearner):
     """Fine-tune the UNet with the ESD loss (see module docstring); the result is a fused pipeline folder."""
 
     requires = ("ddpm_unet",)
@@ -139,18 +139,7 @@ class ESDUnlearner(Unlearner):
     config_class = ESDConfig
     technique = "fine-tuning with negative guidance (ESD)"
     artifact_kind = "fused weights"
-    trained = True
     multi_concept = True  # the paper code erases several words in one run (--seperator)
-
-    def __init__(self, config: ESDConfig, accelerator=None, progress: bool = True, output_dir: str | None = None,
-                 checkpointing_steps: int | None = None, resume_from_checkpoint: str | None = None,
-                 checkpoints_total_limit: int | None = 2, callback=None, domain=None):
-        super().__init__(config)
-        self.accelerator, self.progress = accelerator, progress
-        self.train_kwargs = dict(output_dir=output_dir, checkpointing_steps=checkpointing_steps,
-                                 checkpoints_total_limit=checkpoints_total_limit,
-                                 resume_from_checkpoint=resume_from_checkpoint, callback=callback)
-        self.stats: dict = {}
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..diffusion import ddim_sample_steps
@@ -214,11 +203,6 @@ class ESDUnlearner(Unlearner):
                       "train_method": cfg.train_method, "esd_variant": {"xattn": "ESD-x", "noxattn": "ESD-u"}.get(
                           cfg.train_method, cfg.train_method)}
         return names
-
-    def unlearn(self, pipeline):
-        result = super().unlearn(pipeline)
-        result.extra["training"] = self.stats
-        return result
 
 
 def _ddim_scheduler(pipeline):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
-from .base import MethodConfig, Unlearner, register_method
+from .base import MethodConfig, TrainedUnlearner, register_method
 
 
 @dataclass
@@ -132,7 +132,7 @@ def fmn_loss(probs: list[torch.Tensor], positions: torch.Tensor) -> torch.Tensor
     return torch.cat(picked).norm()
 
 
-class FMNUnlearner(Unlearner):
+class FMNUnlearner(TrainedUnlearner):
     """Forget-Me-Not attention re-steering (see module docstring); the result is a fused pipeline folder."""
 
     requires = ("ddpm_unet",)
@@ -147,26 +147,14 @@ class FMNUnlearner(Unlearner):
 
     config_class = FMNConfig
     technique = "attention re-steering (fine-tuning on cross-attention maps)"
-    trained = True
     multi_concept = True  # the authors' multi_concept list
     prepared_data = "images"
     prepared_data_fields = ("concepts", "seed", "instance_prompt", "num_images", "num_inference_steps",
                             "guidance_scale")
 
-    def __init__(self, config: FMNConfig, images=None, accelerator=None, progress: bool = True,
-                 output_dir: str | None = None, checkpointing_steps: int | None = None,
-                 resume_from_checkpoint: str | None = None, checkpoints_total_limit: int | None = 2, callback=None,
-                 domain=None):
-        super().__init__(config)
-        self.images, self.accelerator, self.progress, self.domain = images, accelerator, progress, domain
-        self.train_kwargs = dict(output_dir=output_dir, checkpointing_steps=checkpointing_steps,
-                                 checkpoints_total_limit=checkpoints_total_limit,
-                                 resume_from_checkpoint=resume_from_checkpoint, callback=callback)
-        self.stats: dict = {}
-
-    @classmethod
-    def domain_kwargs(cls, domain) -> dict:
-        return {"domain": domain}
+    def __init__(self, config: FMNConfig, images=None, **scaffold):
+        super().__init__(config, **scaffold)
+        self.images = images  # the concept image set (prepared data), built when None
 
     @classmethod
     def build_prepared_data(cls, pipeline, config: FMNConfig, accelerator, domain=None, progress: bool = True):
@@ -243,11 +231,6 @@ class FMNUnlearner(Unlearner):
         self.stats = {"first_loss": losses[0], "final_loss": losses[-1], "steps": cfg.max_train_steps,
                       "images": len(latents)}
         return names
-
-    def unlearn(self, pipeline):
-        result = super().unlearn(pipeline)
-        result.extra["training"] = self.stats
-        return result
 
 
 register_method("fmn", FMNUnlearner)
