@@ -24,8 +24,6 @@ MINIMUM = {"esd": lambda extra: 2 * extra["trajectory_steps"] + 3, "fmn": lambda
 def run_case(method: str, size: str) -> dict:
     import resource
 
-    import torch
-
     from igmu_hf.api import default_preserve
     from igmu_hf.domains import get_domain
     from igmu_hf.methods import get_method
@@ -90,7 +88,6 @@ def run_case(method: str, size: str) -> dict:
         out["passes_over_minimum"] = round(out["unet_rows_per_step"] / out["minimum_rows_per_step"], 3)
     if method == "conceptprune":
         out["unet_rows_authors"] = unet_rows["n"] * config.num_inference_steps // config.timesteps
-    del torch
     return out
 
 

@@ -58,8 +58,8 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
     the seed methods' scripts over it, the benchmark).
 
     A trained method runs on the training scaffold: ``accelerator`` (default: a new ``Accelerator``), checkpoints
-    in ``<output_dir>-checkpoints``, and the data it prepares once (DUO's pairs, Dark Miner's pool) in ``data_dir``
-    (default ``<output_dir>-<pairs|pool>``), built by the processes together and reused by the next run.
+    in ``<output_dir>-checkpoints``, and the data it prepares once (DUO's pairs, Dark Miner's pool, FMN's and MACE's
+    images) in ``data_dir`` (default ``<output_dir>-<its name>``), built by the processes together and reused.
     """
     from .domains import domain_for_model, get_domain
     from .hub import check_output_dir, load_pipeline, save_unlearned_pipeline

@@ -108,11 +108,11 @@ def _detector_info(classifier) -> dict:
             "threshold": getattr(classifier.config, "threshold", None)}
 
 
-def concept_image_dataset(pipeline, prompts: list[str], concepts: list[str], seeds: list[int], accelerator,
+def concept_image_dataset(pipeline, prompts: list[str], concepts: list[str] | None, seeds: list[int], accelerator,
                           desc: str, progress: bool = True, **generation_kwargs):
-    """A method's concept images as a ``datasets.Dataset`` (``image``, ``prompt``, ``concept``, ``seed``): one
-    image per (prompt, seed) from the original model, generated sharded over the accelerator's processes (FMN's
-    and MACE's image sets)."""
+    """A method's image set as a ``datasets.Dataset`` (``image``, ``prompt``, ``concept`` when given, ``seed``): one
+    image per (prompt, seed) from the original model, generated sharded over the accelerator's processes (Dark
+    Miner's pool, FMN's and MACE's concept images)."""
     from datasets import Dataset, Features, Image, Value
 
     from .training import TrainingRun
@@ -121,7 +121,8 @@ def concept_image_dataset(pipeline, prompts: list[str], concepts: list[str], see
     images = run.sharded(list(range(len(prompts))), lambda idx: generate_images(
         pipeline, [prompts[i] for i in idx], [seeds[i] for i in idx], progress=progress, desc=desc,
         **generation_kwargs))
-    return Dataset.from_dict({"image": images, "prompt": list(prompts), "concept": list(concepts),
-                              "seed": list(seeds)},
-                             features=Features({"image": Image(), "prompt": Value("string"),
-                                                "concept": Value("string"), "seed": Value("int64")}))
+    columns = {"image": images, "prompt": list(prompts), "concept": concepts, "seed": list(seeds)}
+    kinds = {"image": Image(), "prompt": Value("string"), "concept": Value("string"), "seed": Value("int64")}
+    if concepts is None:
+        del columns["concept"], kinds["concept"]
+    return Dataset.from_dict(columns, features=Features(kinds))

@@ -290,3 +290,12 @@ def categorize(text: str, category: str | None = None, domain=None, **overrides)
         if preserver is not None:
             spec.preserve_prompts = preserver.preserve_prompts(spec)
     return spec
+
+
+def is_style(concept: str, unknown: bool | None = False) -> bool | None:
+    """Whether CatIGMU files ``concept`` under the Style task (the methods whose papers treat artistic styles apart:
+    ESD-x, FMN's and MACE's style prompts, ConceptPrune's 1 %); ``unknown`` for a target CatIGMU does not know."""
+    try:
+        return categorize(concept).task == "Style"
+    except UnknownTargetError:
+        return unknown

@@ -56,13 +56,9 @@ class ConceptPruneConfig(MethodConfig):
             raise ValueError(f"`base_prompts` and `target_prompts` must be non-empty and paired, got "
                              f"{len(self.base_prompts)} and {len(self.target_prompts)}.")
         if self.skill_ratio is None:
-            from ..taxonomy import UnknownTargetError, categorize
+            from ..taxonomy import is_style
 
-            try:
-                style = all(categorize(c).task == "Style" for c in self.concepts)
-            except UnknownTargetError:
-                style = False
-            self.skill_ratio = 0.01 if style else 0.02
+            self.skill_ratio = 0.01 if all(is_style(c) for c in self.concepts) else 0.02
         if not 0 < self.skill_ratio < 1:
             raise ValueError(f"`skill_ratio` must be in (0, 1), got {self.skill_ratio}.")
         if self.timesteps < 1 or self.timesteps > self.num_inference_steps:

@@ -56,12 +56,13 @@ class ESDConfig(MethodConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.train_method is None:
-            from ..taxonomy import UnknownTargetError, categorize
+            from ..taxonomy import is_style
 
-            try:
-                styles = [categorize(c).task == "Style" for c in self.concepts]
-            except UnknownTargetError as err:
-                raise ValueError(f"{err} Or pass --train_method xattn (ESD-x) or noxattn (ESD-u).") from None
+            styles = [is_style(c, unknown=None) for c in self.concepts]
+            if None in styles:
+                unknown = self.concepts[styles.index(None)]
+                raise ValueError(f"{unknown!r} is unknown to CatIGMU, so ESD's variant cannot follow it; pass "
+                                 f"--train_method xattn (ESD-x, styles) or noxattn (ESD-u, objects, nudity).")
             self.train_method = "xattn" if all(styles) else "noxattn"
         if self.train_method not in TRAIN_METHODS:
             raise ValueError(f"`train_method` must be one of {TRAIN_METHODS} ('xattn' = ESD-x, 'noxattn' = ESD-u), got "

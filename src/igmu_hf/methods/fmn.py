@@ -58,7 +58,7 @@ class FMNConfig(MethodConfig):
         """``(prompt, concept)`` for each of the ``num_images`` images of each concept: ``instance_prompt``, else the
         concept world's prompts of the concept (the mini world's grammar), else the authors' templates."""
         from ..domains import domain_of_concept, get_domain
-        from ..taxonomy import UnknownTargetError, categorize
+        from ..taxonomy import is_style
 
         out = []
         for c in self.concepts:
@@ -67,11 +67,7 @@ class FMNConfig(MethodConfig):
             if own is None:
                 template = self.instance_prompt
                 if template is None:
-                    try:
-                        style = categorize(c).task == "Style"
-                    except UnknownTargetError:
-                        style = False
-                    template = "a photo in the style of {}" if style else "a photo of {}"
+                    template = "a photo in the style of {}" if is_style(c) else "a photo of {}"
                 own = [template.format(c)]
             out += [(own[i % len(own)], c) for i in range(self.num_images)]
         return out
@@ -122,14 +118,16 @@ class AttentionProbabilities:
             del m.get_attention_scores  # the instance attribute; the class method is back
 
 
+def attention_at_positions(probs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The attention probabilities of one layer, ``(batch·heads, queries, keys)``, at the key ``positions``
+    (``(batch, keys)`` bool), flattened."""
+    heads = probs.shape[0] // positions.shape[0]
+    return probs[positions.to(probs.device).repeat_interleave(heads, 0)[:, None, :].expand_as(probs)]
+
+
 def fmn_loss(probs: list[torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
     """‖ attention probabilities at the concept positions, over every layer ‖₂ (``positions``: (batch, keys))."""
-    picked = []
-    for p in probs:
-        heads = p.shape[0] // positions.shape[0]
-        mask = positions.to(p.device).repeat_interleave(heads, 0)[:, None, :].expand_as(p)
-        picked.append(p[mask])
-    return torch.cat(picked).norm()
+    return torch.cat([attention_at_positions(p, positions) for p in probs]).norm()
 
 
 class FMNUnlearner(TrainedUnlearner):

@@ -27,7 +27,7 @@ import torch
 
 from ..families import family_of
 from .base import MethodConfig, TrainedUnlearner, register_method
-from .fmn import AttentionProbabilities, concept_positions
+from .fmn import AttentionProbabilities, attention_at_positions, concept_positions
 from .uce import uce_edit_layers, uce_projection
 
 
@@ -185,7 +185,7 @@ class MACEUnlearner(TrainedUnlearner):
     def prompt_pairs(config: MACEConfig, domain=None) -> list[list[tuple[str, str]]]:
         """Per concept, its ``aug_length`` (old, new) prompts: with the concept, and with its mapping."""
         from ..domains import domain_of_concept, get_domain
-        from ..taxonomy import UnknownTargetError, categorize
+        from ..taxonomy import is_style
 
         out = []
         for c, m in zip(config.concepts, config.mapping_concepts):
@@ -196,11 +196,7 @@ class MACEUnlearner(TrainedUnlearner):
             else:
                 templates = config.prompt_templates
                 if templates is None:
-                    try:
-                        style = categorize(c).task == "Style"
-                    except UnknownTargetError:
-                        style = False
-                    templates = STYLE_TEMPLATES if style else OBJECT_TEMPLATES
+                    templates = STYLE_TEMPLATES if is_style(c) else OBJECT_TEMPLATES
                 olds = [t.format(c) for t in templates]
             olds = [olds[i % len(olds)] for i in range(config.aug_length)]
             out.append([(p, p.replace(c, m)) for p in olds])
@@ -325,12 +321,7 @@ class MACEUnlearner(TrainedUnlearner):
 
 def mace_layer_losses(probs: list[torch.Tensor], positions: torch.Tensor) -> list[torch.Tensor]:
     """‖attention probabilities at the concept positions‖₂ per layer (MACE sums the layers' norms)."""
-    out = []
-    for p in probs:
-        heads = p.shape[0] // positions.shape[0]
-        mask = positions.to(p.device).repeat_interleave(heads, 0)[:, None, :].expand_as(p)
-        out.append(p[mask].norm())
-    return out
+    return [attention_at_positions(p, positions).norm() for p in probs]
 
 
 def lora_deltas(unet) -> dict[str, torch.Tensor]:

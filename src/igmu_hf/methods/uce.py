@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
-from ..text import check_concept_in_vocab, last_token_index
+from ..text import last_token_index
 from .base import MethodConfig, Unlearner, register_method
 
 
@@ -151,9 +151,7 @@ class UCEUnlearner(Unlearner):
     def _unlearn(self, pipeline) -> list[str]:
         cfg: UCEConfig = self.config
         family = family_of(pipeline)
-        tok = pipeline.tokenizer
-        for concept in cfg.concepts + [c for c in cfg.preserve_concepts if c.strip()]:
-            check_concept_in_vocab(tok, concept)
+        self.check_concepts(pipeline, [c for c in cfg.preserve_concepts if c.strip()])
         erase, guide = [], []
         for concept, g in zip(cfg.concepts, cfg.guide_concepts):
             for template in cfg.erase_templates:
