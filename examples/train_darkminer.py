@@ -17,10 +17,10 @@ interrupted run.
 
 import sys
 
-from train_unlearn import main, parse_args
+from train_unlearn import cli
 
 
 if __name__ == "__main__":
     if "-h" in sys.argv or "--help" in sys.argv:
         print(__doc__)
-    main(*parse_args(["--method", "darkminer", *sys.argv[1:]]))
+    sys.exit(cli(["--method", "darkminer", *sys.argv[1:]], prog="train_darkminer.py"))

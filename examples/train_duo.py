@@ -14,10 +14,10 @@ elsewhere); checkpoints go to ``<output_dir>-checkpoints`` (``--resume_from_chec
 
 import sys
 
-from train_unlearn import main, parse_args
+from train_unlearn import cli
 
 
 if __name__ == "__main__":
     if "-h" in sys.argv or "--help" in sys.argv:
         print(__doc__)
-    main(*parse_args(["--method", "duo", *sys.argv[1:]]))
+    sys.exit(cli(["--method", "duo", *sys.argv[1:]], prog="train_duo.py"))

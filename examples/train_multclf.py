@@ -13,6 +13,7 @@ The CLIP vision tower stays frozen; only the gated-MLP heads learn. Data:
 """
 
 import argparse
+import sys
 import json
 import os
 from pathlib import Path
@@ -91,7 +92,13 @@ def compute_metrics(eval_pred) -> dict:
 
 
 def main(argv=None):
+    from igmu_hf.errors import check_hub_id
+    from igmu_hf.outputs import check_writable_dir
+
     args = parse_args(argv)
+    check_writable_dir(args.output_dir)  # before any work
+    if args.push_to_hub:
+        check_hub_id("--hub_model_id", args.hub_model_id)
     set_seed(args.seed)
     ds, tasks, collate_kwargs = load_data(args)
     if args.pretrained_model_name_or_path:
@@ -126,5 +133,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from igmu_hf.errors import run_command
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    sys.exit(run_command(lambda: main() and 0, "train_multclf.py"))

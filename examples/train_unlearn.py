@@ -108,9 +108,12 @@ def main(method: str, script: ScriptArguments, config) -> Path | None:
     from accelerate import Accelerator
 
     from igmu_hf.api import unlearn_and_save
+    from igmu_hf.errors import check_hub_id
     from igmu_hf.hub import push_folder_to_hub
 
     logging.basicConfig(level=logging.INFO)
+    if script.push_to_hub:  # checked before any work
+        check_hub_id("--hub_model_id", script.hub_model_id)
     accelerator = Accelerator(mixed_precision=script.mixed_precision, log_with=script.report_to)
     if script.report_to:
         accelerator.init_trackers(f"igmu-{method}", config={k: v for k, v in config.to_dict().items()
@@ -130,5 +133,16 @@ def main(method: str, script: ScriptArguments, config) -> Path | None:
     return folder
 
 
+def cli(argv=None, prog: str = "train_unlearn.py") -> int:
+    """Parse, run, and end a user error in one line (``igmu_hf.errors.run_command``): the exit status."""
+    from igmu_hf.errors import run_command
+
+    def run() -> int:
+        main(*parse_args(argv))
+        return 0
+
+    return run_command(run, prog)
+
+
 if __name__ == "__main__":
-    main(*parse_args())
+    sys.exit(cli())

@@ -13,7 +13,7 @@ from igmu_hf.mini.quality import BARS, factor_rates, pair_rate, render_recall
 
 
 IMAGES_PER_PROMPT = 3
-# MINIWORLD.md sets no bar for texture; it is the nudity analogue (strongly bound), so it gets the colour bar
+# The mini world's BARS set no bar for texture; it is the nudity analogue (strongly bound), so it gets the colour bar
 FACTOR_BARS = {**{k: v for k, v in BARS.items() if k != "pairs"}, "texture": 0.85}
 
 

@@ -79,7 +79,7 @@ def test_attack_over_the_real_vocabulary_and_offline_evaluation(hub_cache):
     model = report["models"]["uce"]
     for aspect, metric, detector in (("forgetting", "multclf_forgetting_rate", "igmu/multclf"),
                                      ("preservation", "csdr", "openai/clip-vit-large-patch14"),
-                                     ("preservation", "yolo_person_rate", "yolov8n.pt"),
+                                     ("preservation", "yolo_person_rate", "igmu/yolov8n-safetensors"),
                                      ("quality", "fid", "inception")):
         assert detector in model[aspect][metric]["skipped"], model[aspect][metric]
     assert model["preservation"]["lpips_unrelated"]["num_pairs"] == 2  # what can run offline still runs

@@ -137,3 +137,31 @@ def test_prepared_data_is_built_once_reused_and_refused_when_its_fields_change(t
     assert not (tmp_path / "pairs.tmp").exists()
     with pytest.raises(ValueError, match=r"other values of num_pairs.*3, now 4.*--data_dir"):
         shared_dataset(tmp_path / "pairs", build, acc, {"num_pairs": 4})
+
+
+def test_a_resumed_run_records_the_time_of_every_segment(tiny_pipeline_dir, tmp_path, crash_at):
+    """Each step's callback sleeps 0.2 s; the run crashes at step 4 (checkpoint at 4) and resumes for steps 5-6: the
+    recorded runtime covers both segments, not only the last one."""
+    import time
+
+    from igmu_hf.hub import load_pipeline
+
+    def slow(crash_step):
+        inner = crash_at(crash_step)
+
+        def callback(step):
+            time.sleep(0.2)
+            inner(step)
+        return callback
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(crash_at.Crash):
+        ToyUnlearner(ToyConfig(concepts=["church"]), output_dir=str(ckpt), checkpointing_steps=2,
+                     callback=slow(4)).unlearn(load_pipeline(tiny_pipeline_dir))
+    start = time.perf_counter()
+    resumed = ToyUnlearner(ToyConfig(concepts=["church"]), output_dir=str(ckpt), resume_from_checkpoint="latest",
+                           callback=slow(-1)).unlearn(load_pipeline(tiny_pipeline_dir))
+    segment = time.perf_counter() - start
+    assert segment < 0.2 * 4  # this segment ran two steps only ...
+    # ... and the record adds the earlier segment's: its checkpoint at step 4 came after 3 sleeps, this one slept twice
+    assert resumed.runtime_seconds >= 0.2 * 5

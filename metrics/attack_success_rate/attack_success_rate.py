@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.checks import check_flags
 from igmu_hf.metrics.robustness import asr_from_outcomes
 
@@ -30,6 +31,8 @@ year={2024}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class AttackSuccessRate(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"success": datasets.Value("bool"),

@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.clip_score import clip_scores
-from igmu_hf.metrics.loaders import load_detector
+from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
 _DESCRIPTION = """CLIP score (Hessel et al. 2021, as in IGMU): CS = 100 * max(cos(image, prompt), 0) under a CLIP model,
@@ -29,6 +29,8 @@ booktitle={EMNLP}, year={2021}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ClipScore(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image(),

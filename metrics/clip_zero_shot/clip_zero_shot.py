@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.legacy import clip_zero_shot
-from igmu_hf.metrics.loaders import load_detector
+from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
 _DESCRIPTION = """LEGACY detector, kept to compare with the literature (the IGMU paper, seed 000 §5.2, shows CLIP-based
@@ -30,6 +30,8 @@ models}, year={2024}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ClipZeroShot(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image()}))

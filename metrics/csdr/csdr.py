@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.clip_score import csdr
-from igmu_hf.metrics.loaders import load_detector
+from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
 _DESCRIPTION = """CSDR (IGMU, seed 000 §5.3) = mean_i |CS(x_orig_i, p~_i) - CS(x_unl_i, p~_i)| / CS(x_orig_i, p~_i) * 100,
@@ -31,6 +31,8 @@ Diffusion Models}, note={IGMU: CSDR}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Csdr(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image(),

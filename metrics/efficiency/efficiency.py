@@ -5,6 +5,7 @@ import json
 import datasets
 import evaluate
 
+from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.efficiency import efficiency_from_run
 
 
@@ -29,6 +30,8 @@ Diffusion Models}, note={IGMU: EvalIGMU efficiency}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Efficiency(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Value("string")}))

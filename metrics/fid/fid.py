@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.fid import fid
-from igmu_hf.metrics.loaders import load_detector
+from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
 _DESCRIPTION = """FID (Heusel et al. 2017): the Fréchet distance of Gaussians fitted to the features of two image sets, here
@@ -30,6 +30,8 @@ Hochreiter, Sepp}, booktitle={NeurIPS}, year={2017}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Fid(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image(),

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.checks import check_unique_ids
 from igmu_hf.metrics.perceptual import load_lpips
 from igmu_hf.metrics.perceptual import lpips_distance
@@ -33,6 +34,8 @@ booktitle={CVPR}, year={2018}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Lpips(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image(),

@@ -4,7 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.forgetting import forgetting_rate
-from igmu_hf.metrics.loaders import load_detector
+from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
 _DESCRIPTION = """MultClf forgetting rate (IGMU, seed 000 §5.3): a frozen CLIP vision tower with one gated-MLP binary head
@@ -29,6 +29,8 @@ Diffusion Models}, note={IGMU: EvalIGMU, MultClf}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MultclfForgetting(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image()}))

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.legacy import nudenet_concept_ratio
 
 
@@ -28,6 +29,8 @@ year={2019}, url={https://github.com/notAI-tech/NudeNet}}"""
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NudenetRatio(evaluate.Metric):
+    _build_data_dir = module_data_dir  # detector names never become cache paths
+
     def _info(self):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image()}))

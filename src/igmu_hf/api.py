@@ -61,23 +61,41 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
     in ``<output_dir>-checkpoints``, and the data it prepares once (DUO's pairs, Dark Miner's pool, FMN's and MACE's
     images) in ``data_dir`` (default ``<output_dir>-<its name>``), built by the processes together and reused.
     """
+    from contextlib import nullcontext
+
     from .domains import domain_for_model, get_domain
-    from .hub import check_output_dir, load_pipeline, save_unlearned_pipeline
+    from .hub import check_output_dir
     from .methods import get_method
+    from .outputs import folder_lock
 
     unlearner_cls = get_method(config.method)
     world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
     base = pretrained_model_name_or_path or world.default_pretrained_model_name_or_path()
     check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
-    kwargs = dict(unlearner_cls.domain_kwargs(world))
-    out = Path(output_dir)
     if unlearner_cls.trained:
         from accelerate import Accelerator
 
         accelerator = accelerator or Accelerator()
+    main = accelerator is None or accelerator.is_main_process
+    with folder_lock(output_dir, "unlearn") if main else nullcontext():  # a second run on the folder stops here
+        if main:
+            check_output_dir(output_dir, config.config_hash(), overwrite)  # a run that finished while we waited
+        return _unlearn_and_save(unlearner_cls, config, output_dir, base, world, accelerator, data_dir,
+                                 checkpointing_steps, checkpoints_total_limit, resume_from_checkpoint, overwrite,
+                                 progress)
+
+
+def _unlearn_and_save(unlearner_cls, config, output_dir, base, world, accelerator, data_dir, checkpointing_steps,
+                      checkpoints_total_limit, resume_from_checkpoint, overwrite, progress):
+    from .hub import load_pipeline, save_unlearned_pipeline
+
+    kwargs = dict(unlearner_cls.domain_kwargs(world))
+    out = Path(output_dir)
+    if unlearner_cls.trained:
         pipe = load_pipeline(base).to(accelerator.device)
         pipe.set_progress_bar_config(disable=True)
         unlearner_cls.check_family(pipe)  # refuse before preparing any data
+        unlearner_cls.check_texts(pipe, config)
         show = progress and accelerator.is_local_main_process
         if unlearner_cls.prepared_data is not None:
             folder = data_dir or str(out.with_name(f"{out.name}-{unlearner_cls.prepared_data}"))
@@ -102,18 +120,25 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
 
 def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, task: str | None = None,
                  images_per_prompt: int = 1, seed: int = 0, progress: bool = True, attack: str | None = None,
-                 attack_kwargs: dict | None = None, update_model_card: bool = False, **config_kwargs) -> dict:
+                 attack_kwargs: dict | None = None, update_model_card: bool = False, overwrite: bool = False,
+                 **config_kwargs) -> dict:
     """Library entry of ``igmu evaluate``: EvalIGMU of the original and each unlearned pipeline; writes the report
     folder (``report.json``, ``report.md``, grids, radar chart, ``model_index/``) and returns the report.
 
     ``config_kwargs`` are further :class:`~igmu_hf.evaluator.EvalIGMUConfig` fields (``num_prompts``, ``metrics``,
     ``forget_prompts``, ``multclf`` ...). With ``attack``, every model (the original too) is attacked on the forget
     prompts and its ASR is the robustness aspect; outcomes go to ``output_dir/attacks/<model>``. With
-    ``update_model_card``, each unlearned folder's model card gets its ``model-index`` results.
+    ``update_model_card``, each unlearned folder's model card gets its ``model-index`` results. A folder holding
+    files igmu_hf did not write, or another command's output, is refused unless ``overwrite``
+    (:func:`igmu_hf.outputs.output_folder`; a second process on the same folder is refused too).
     """
+    from accelerate import PartialState
+
     from .evaluator import EvalIGMU, EvalIGMUConfig
     from .hub import default_pretrained_model_name_or_path, load_pipeline
+    from .outputs import check_writable_dir, output_folder
 
+    check_writable_dir(output_dir)
     runs = [run_info(folder) for folder in unlearned]
     if task is None:
         concepts = {c for r in runs for c in r.get("concepts", [])}
@@ -129,21 +154,20 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
                             attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
     evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
-    pipes, run_infos, folders = {"original": load_pipeline(original)}, {}, {}
-    for folder, run in zip(unlearned, runs):
-        name = run.get("method", Path(folder).name)
-        name = name if name not in pipes else Path(folder).name
-        pipes[name], run_infos[name], folders[name] = load_pipeline(folder), run, folder
-    report = evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
-    if update_model_card:
-        from accelerate import PartialState
-
+    main = PartialState().is_main_process
+    with output_folder(output_dir, "evaluate", overwrite, main_process=main):
+        pipes, run_infos, folders = {"original": load_pipeline(original)}, {}, {}
+        for folder, run in zip(unlearned, runs):
+            name = run.get("method", Path(folder).name)
+            name = name if name not in pipes else Path(folder).name
+            pipes[name], run_infos[name], folders[name] = load_pipeline(folder), run, folder
+        report = evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
+    if update_model_card and main:
         from .hub import add_model_index
         from .report import model_index
 
-        if PartialState().is_main_process:
-            for name, folder in folders.items():
-                add_model_index(folder, model_index(report, name))
+        for name, folder in folders.items():
+            add_model_index(folder, model_index(report, name))
     return report
 
 
@@ -167,41 +191,80 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def run_info(folder: str) -> dict:
-    from .hub import RUN_FILE
+    """The ``igmu_run.json`` of an unlearned pipeline folder ({} for a Hub id or a folder without one); a path that
+    does not exist is refused here, before any work."""
+    from .hub import RUN_FILE, check_pipeline_path, looks_like_hub_id
 
-    run_file = Path(folder) / RUN_FILE
-    return json.loads(run_file.read_text()) if run_file.exists() else {}
+    path = Path(folder)
+    if not path.exists():
+        if looks_like_hub_id(str(folder)):
+            return {}
+        raise FileNotFoundError(f"Unlearned pipeline {str(folder)!r} does not exist; pass the folder written by "
+                                f"`igmu unlearn --output_dir` (or a Hub id).")
+    check_pipeline_path(str(folder))
+    run_file = path / RUN_FILE
+    if not run_file.exists():
+        return {}
+    try:
+        return json.loads(run_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(run_file)!r} is not valid JSON ({err}); re-run `igmu unlearn` into that folder.") \
+            from None
 
 
 def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = None, original: str | None = None,
                prompts: list[str] | None = None, judge: str | None = None, threshold: float | None = None,
-               preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True):
-    """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result."""
+               preset: str | None = None, attack_kwargs: dict | None = None, seed: int = 0, progress: bool = True,
+               overwrite: bool = False):
+    """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result.
+    Everything the user named is checked before any pipeline is loaded."""
+    from accelerate import PartialState
+
     from .attacks import get_attack, preset_config
     from .domains import domain_for_model
-    from .hub import default_pretrained_model_name_or_path, load_pipeline
+    from .hub import default_pretrained_model_name_or_path, load_pipeline, resolve_id
+    from .outputs import check_writable_dir, output_folder
+    from .taxonomy import task_spec
 
     attack_cls = get_attack(method)
+    check_writable_dir(output_dir)
     run = run_info(unlearned)
     if task is None:
         concepts = run.get("concepts", [])
         if len(concepts) != 1:
             raise ValueError(f"Pass --task: the unlearned run names {concepts or 'no'} concept(s).")
         task = concepts[0]
-    original = original or run.get("base_model")
+    task_spec(task)  # an unknown task is named as such
+    original = resolve_id(original or run.get("base_model"))
     world = domain_for_model(original)
     config = preset_config(attack_cls, preset, world, attack_kwargs, seed)
     the_judge = world.judge(task, judge, threshold)
-    unlearned_pipe = load_pipeline(unlearned)
-    original_pipe = None
-    if attack_cls.needs_original:
-        original_pipe = load_pipeline(original or default_pretrained_model_name_or_path())
-    return attack_cls(config).run(unlearned_pipe, the_judge, task, prompts=prompts, original=original_pipe,
-                                  output_dir=output_dir, progress=progress)
+    with output_folder(output_dir, "attack", overwrite, main_process=PartialState().is_main_process):
+        unlearned_pipe = load_pipeline(unlearned)
+        original_pipe = None
+        if attack_cls.needs_original:
+            original_pipe = load_pipeline(original or default_pretrained_model_name_or_path())
+        return attack_cls(config).run(unlearned_pipe, the_judge, task, prompts=prompts, original=original_pipe,
+                                      output_dir=output_dir, progress=progress)
 
 
 def read_prompts(path: str) -> list[str]:
-    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    """The non-empty lines of a UTF-8 text file, one prompt per line; a missing file, a folder, a binary file or an
+    empty one is refused naming the file."""
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"Prompts file {str(path)!r} does not exist; pass a text file with one prompt per line.")
+    if not file.is_file():
+        raise ValueError(f"Prompts file {str(path)!r} is a folder; pass a text file with one prompt per line.")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"Prompts file {str(path)!r} is not UTF-8 text (a binary file?); pass a text file with one "
+                         f"prompt per line.") from None
+    if "\x00" in text:
+        raise ValueError(f"Prompts file {str(path)!r} holds NUL bytes (a binary file?); pass a text file with one "
+                         f"prompt per line.")
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise ValueError(f"{path} holds no prompt (one prompt per line).")
+        raise ValueError(f"Prompts file {str(path)!r} holds no prompt (one prompt per line).")
     return prompts

@@ -1,5 +1,7 @@
-"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo. Thin argparse over the library entry points
-(:mod:`igmu_hf.api`); only user errors become one-line messages, programming errors keep their traceback."""
+"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo, publish, convert-yolo. Thin argparse over the
+library entry points (:mod:`igmu_hf.api`). What the user names (output folders, Hub ids, prompt files, JSON flags,
+numbers) is checked before any work; user errors end in one line (:mod:`igmu_hf.errors`), programming errors keep
+their traceback."""
 
 import argparse
 import json
@@ -10,7 +12,7 @@ from pathlib import Path
 
 
 from .api import read_prompts, run_attack, run_evaluate, run_unlearn, summary_lines  # noqa: F401  (re-exported)
-from .config import UnknownFieldError
+from .errors import check_hub_id, json_arg, run_command
 
 
 logger = logging.getLogger("igmu_hf")
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
     p.add_argument("--update_model_card", action="store_true",
                    help="Write each unlearned model's results into its README.md metadata (model-index).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Write into a folder that holds other files or another command's output (only igmu_hf's own "
+                        "outputs are replaced; other files are kept).")
 
     p = sub.add_parser("attack", help="Attack an unlearned pipeline with adversarial prompts; outcomes + ASR.")
     p.add_argument("--method", type=str, required=True, help="Registered attack, e.g. 'unlearndiffatk'.")
@@ -82,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Budgets: the paper's, or 'fast' (default: fast on the mini world, paper otherwise).")
     p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
     p.add_argument("--seed", type=int, default=0, help="Seed; prompt i is generated with seed+i.")
+    p.add_argument("--overwrite", action="store_true", help="Write into a folder that holds other files.")
 
     p = sub.add_parser("demo", help="Categorize, unlearn (UCE), evaluate and report on the mini world.")
     p.add_argument("--concept", type=str, default="circle", help="Mini-world concept to erase.")
@@ -89,7 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images_per_prompt", type=int, default=1, help="Images per prompt.")
     p.add_argument("--seed", type=int, default=0, help="Seed.")
     p.add_argument("--overwrite", action="store_true", help="Replace a previous demo in output_dir.")
+
+    p = sub.add_parser("publish", help="Put a saved folder in the local hub cache (offline use) or on the Hub.")
+    p.add_argument("folder", type=str, help="A pipeline or LoRA folder (igmu unlearn), an evaluate module folder "
+                                            "(metrics/<name>) or a YOLO folder (igmu convert-yolo).")
+    p.add_argument("--repo_id", type=str, required=True, help="Hub id, e.g. 'igmu/mini-uce-circle'.")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--cache", action="store_true", help="Into the local hub cache: then from_pretrained(repo_id) "
+                                                            "/ evaluate.load(repo_id) load it with HF_HUB_OFFLINE=1.")
+    where.add_argument("--push", action="store_true", help="Upload to the Hub (needs a token).")
+    p.add_argument("--cache_dir", type=str, default=None,
+                   help="Hub cache (default: HF_HUB_CACHE); for an evaluate module, the modules cache (HF_MODULES_CACHE).")
+
+    p = sub.add_parser("convert-yolo", help="Convert an ultralytics .pt once to the safetensors folder igmu_hf loads.")
+    p.add_argument("source", type=str, help="An ultralytics .pt file you downloaded, e.g. yolov8n.pt.")
+    p.add_argument("--output_dir", type=str, required=True, help="Folder to write (yolo.yaml, model.safetensors).")
+    p.add_argument("--trust_pickle", action="store_true",
+                   help="Required: .pt files are pickles and loading one RUNS THE CODE IT HOLDS. Pass it only for a "
+                        "file from a source you trust (e.g. ultralytics' own release).")
     return parser
+
+
+def _check_output_flag(path: str) -> None:
+    from .outputs import check_writable_dir
+
+    check_writable_dir(path)
 
 
 def cmd_categorize(args) -> int:
@@ -104,8 +134,11 @@ def cmd_categorize(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
+    method_kwargs = json_arg("--method_kwargs", args.method_kwargs)
+    if args.push_to_hub:
+        check_hub_id("--hub_model_id", args.hub_model_id)
     folder, result = run_unlearn(args.method, args.concept, args.output_dir, args.pretrained_model_name_or_path,
-                                 args.preserve, args.seed, args.overwrite, json.loads(args.method_kwargs))
+                                 args.preserve, args.seed, args.overwrite, method_kwargs)
     print(f"Saved {args.method} unlearning of {args.concept} to {folder} "
           f"({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
     if args.push_to_hub:
@@ -116,6 +149,8 @@ def cmd_unlearn(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _check_output_flag(args.output_dir)
+    attack_kwargs = json_arg("--attack_kwargs", args.attack_kwargs)
     kwargs = {}
     for key in ("forget_prompts", "unrelated_prompts"):
         path = getattr(args, f"{key}_file")
@@ -127,7 +162,7 @@ def cmd_evaluate(args) -> int:
     if args.metrics:
         kwargs["metrics"] = args.metrics
     report = run_evaluate(args.unlearned, args.output_dir, args.original, args.task, args.images_per_prompt,
-                          args.seed, attack=args.attack, attack_kwargs=json.loads(args.attack_kwargs),
+                          args.seed, attack=args.attack, attack_kwargs=attack_kwargs, overwrite=args.overwrite,
                           update_model_card=args.update_model_card, num_prompts=args.num_prompts, **kwargs)
     print("\n".join(summary_lines(report)))
     print(f"Report: {Path(args.output_dir) / 'report.md'} (numbers: report.json)")
@@ -135,9 +170,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_attack(args) -> int:
+    _check_output_flag(args.output_dir)
+    attack_kwargs = json_arg("--attack_kwargs", args.attack_kwargs)
     prompts = read_prompts(args.prompts_file) if args.prompts_file else None
+    if args.threshold is not None:
+        from .judges import check_threshold
+
+        check_threshold(args.threshold)
     result = run_attack(args.method, args.unlearned, args.output_dir, args.task, args.original, prompts, args.judge,
-                        args.threshold, args.preset, json.loads(args.attack_kwargs), args.seed)
+                        args.threshold, args.preset, attack_kwargs, args.seed, overwrite=args.overwrite)
     s = result.summary
     print(f"{args.method} on {s['task']!r}: ASR {s['asr']:.2f} ({s['pre_attack_successes']} before the attack + "
           f"{s['attack_successes']} found by it, of {s['num_prompts']} prompts); pre-attack ASR "
@@ -152,6 +193,23 @@ def cmd_demo(args) -> int:
 
     run_demo(args.concept, args.output_dir, images_per_prompt=args.images_per_prompt, seed=args.seed,
              overwrite=args.overwrite)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from .hub import publish
+
+    where = publish(args.folder, args.repo_id, push=args.push, cache_dir=args.cache_dir)
+    print(f"Published {args.folder} as {args.repo_id} ({where}).")
+    return 0
+
+
+def cmd_convert_yolo(args) -> int:
+    from .detectors.yolo import convert_yolo
+
+    _check_output_flag(args.output_dir)
+    folder = convert_yolo(args.source, args.output_dir, trust_pickle=args.trust_pickle)
+    print(f"Saved {folder} (safetensors); pass it as --yolo {args.output_dir}.")
     return 0
 
 
@@ -172,12 +230,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_library_loading()
     handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "attack": cmd_attack,
-                "demo": cmd_demo}
-    try:
-        return handlers[args.command](args)
-    except (ValueError, UnknownFieldError, FileNotFoundError) as err:  # user errors; the rest keep their traceback
-        print(f"igmu {args.command}: error: {err}", file=sys.stderr)
-        return 2
+                "demo": cmd_demo, "publish": cmd_publish, "convert-yolo": cmd_convert_yolo}
+    return run_command(lambda: handlers[args.command](args), f"igmu {args.command}")
 
 
 if __name__ == "__main__":

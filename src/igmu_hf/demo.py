@@ -10,16 +10,23 @@ from pathlib import Path
 
 def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_prompt: int = 1, seed: int = 0,
              overwrite: bool = False) -> dict:
-    """Run the demo; returns the EvalIGMU report (also written to ``output_dir``)."""
+    """Run the demo; returns the EvalIGMU report (also written to ``output_dir``). A folder holding anything but a
+    previous demo is refused unless ``overwrite`` (then only the demo's own outputs are replaced)."""
+    from .outputs import output_folder
+    from .validation import check_number
+
+    check_number("images_per_prompt", images_per_prompt, 1, integer=True)
+    check_number("seed", seed, 0, integer=True)
+    out = Path(output_dir)
+    with output_folder(out, "demo", overwrite):
+        return _demo(concept, out, images_per_prompt, seed, overwrite)
+
+
+def _demo(concept: str, out: Path, images_per_prompt: int, seed: int, overwrite: bool) -> dict:
     from .api import run_evaluate, run_unlearn, summary_lines, write_json
     from .mini import PIPELINE_PATH
     from .taxonomy import categorize
 
-    out = Path(output_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "report.json").exists() and not overwrite:
-        raise ValueError(f"`output_dir` {str(out)!r} is not empty and holds no demo report; pass --overwrite or "
-                         f"choose another folder.")
-    out.mkdir(parents=True, exist_ok=True)
     print(f"[1/3] CatIGMU: categorizing {concept!r}")
     spec = categorize(concept)
     write_json(out / "task.json", spec.to_dict())
@@ -37,5 +44,5 @@ def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_
     report = run_evaluate([str(folder)], str(out), original=PIPELINE_PATH, task=spec.target,
                           images_per_prompt=images_per_prompt, seed=seed)
     print("\n".join(summary_lines(report)))
-    print(f"Report: {(out / 'report.md').resolve()}")
+    print(f"Report: {out / 'report.md'}")
     return report

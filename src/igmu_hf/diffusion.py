@@ -1,6 +1,6 @@
 """Diffusion-side helpers every trainer shares: VAE latents of images, forward noising, the frozen reference UNet.
 
-The reference ε* of an adapter method is the same UNet with its adapters disabled (METHODS.md), never a copy.
+The reference ε* of an adapter method is the same UNet with its adapters disabled (as DUO's and Dark Miner's authors' code does), never a copy.
 """
 
 from contextlib import contextmanager

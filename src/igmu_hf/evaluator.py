@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .atomic import save_image_atomic, write_text_atomic
 from .config import ConfigBase
+from .detectors.yolo import UntrustedPickleError, check_yolo_name
 from .metrics.registry import ScoreContext, Skipped, list_metrics, metric_groups  # noqa: F401  (Skipped re-exported)
 
 
@@ -73,13 +74,21 @@ class EvalIGMUConfig(ConfigBase):
                                "prompt sets, detectors and sampling settings; None: the world that owns the task."})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.task:
             raise ValueError("`task` is empty; name the CatIGMU target to evaluate, e.g. 'nudity' or 'circle'.")
         unknown = sorted(set(self.metrics) - set(metric_groups()))
         if unknown:
             raise ValueError(f"Unknown metric(s) {unknown}; metrics: {', '.join(metric_groups())}.")
-        if self.images_per_prompt < 1 or self.num_prompts < 1 or self.batch_size < 1:
-            raise ValueError("`images_per_prompt`, `num_prompts` and `batch_size` must be at least 1.")
+        if self.attack is not None:
+            from .attacks import get_attack
+
+            get_attack(self.attack)  # an unknown attack is named before any work
+            if "asr" not in self.metrics:
+                raise ValueError(f"--attack {self.attack} feeds the `asr` metric, which --metrics leaves out; add "
+                                 f"asr to --metrics or drop --attack.")
+        elif self.attack_kwargs:
+            raise ValueError("`attack_kwargs` given without `attack`; pass --attack NAME or drop --attack_kwargs.")
 
 
 @dataclass
@@ -95,21 +104,25 @@ class EvalIGMU:
     """Runs the five-aspect evaluation; see the module docstring."""
 
     def __init__(self, config: EvalIGMUConfig):
-        from .taxonomy import categorize
+        from .taxonomy import task_spec
 
         self.config = config
-        try:
-            self.spec = categorize(config.task)
-        except ValueError as err:
-            raise ValueError(f"Unknown task {config.task!r}: {err} Pass a CatIGMU target (see `igmu categorize`).") \
-                from err
+        self.spec = task_spec(config.task)
         from .domains import domain_of_concept, get_domain
 
         self.domain = get_domain(config.domain) if config.domain is not None else domain_of_concept(self.spec.target)
         # the world's prompt sets, when it has them for the task (the real world has none: pass prompts)
         self.world_prompts = self.domain.task_prompts(self.spec.target, config.num_prompts) \
             if self.domain.owns_concept(self.spec.target) else None
+        if config.attack is not None:  # the attack's fields are checked before any work
+            from .attacks import get_attack, preset_config
+
+            preset_config(get_attack(config.attack), None, self.domain, config.attack_kwargs, config.seed)
         self.detectors = {k: getattr(config, k) or v for k, v in self.domain.metric_detectors.items()}
+        if self.detectors.get("yolo"):  # a pickle named as detector is refused before any work
+            from .metrics.loaders import resolve
+
+            check_yolo_name(resolve("yolo", self.detectors["yolo"]))
         self.generation_kwargs = {**self.domain.generation_kwargs, **config.generation_kwargs}
         self.forget_prompts, self.unrelated_prompts = self._prompts()
         self._loaded: dict[str, Any] = {}
@@ -199,6 +212,8 @@ class EvalIGMU:
                 self._loaded[key] = self._load(key)
             except Skipped as err:
                 self._loaded[key] = err
+            except UntrustedPickleError:
+                raise  # never skipped quietly: the user named a pickle
             except Exception as err:  # offline hub ids, missing weights: skip the metric, say why
                 logger.warning("Could not load %s (%s); its metrics are skipped.", key, err)
                 name = self.detectors.get(key, self.detectors.get(f"{key}_feature_extractor", ""))

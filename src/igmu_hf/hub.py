@@ -59,11 +59,52 @@ def resolve_id(name_or_path):
     return name_or_path
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """``org/name`` that is not a local path (no leading '.', '/' or '~', one slash)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
+
+
 def default_pretrained_model_name_or_path() -> str:
     """The embedded mini world's pipeline: the default base model of every command."""
     from .mini import PIPELINE_PATH
 
     return PIPELINE_PATH
+
+
+def check_pipeline_path(path: str) -> None:
+    """Refuse, naming the fix, a pipeline path that is a file, a pickle, a folder that is not a complete diffusers
+    pipeline (no model_index.json, a component folder missing, pickle weights only), or neither a folder nor a Hub
+    id; checked before any work."""
+    local = Path(path)
+    if local.is_file():
+        if local.suffix in _PICKLE_SUFFIXES:
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} is a pickle checkpoint; only safetensors "
+                             f"are loaded. Convert it (e.g. diffusers' scripts/convert_original_stable_diffusion_to_"
+                             f"diffusers.py --to_safetensors) and pass the resulting pipeline folder.")
+        raise ValueError(f"`pretrained_model_name_or_path` {path!r} is a file; pass a diffusers pipeline folder "
+                         f"(with model_index.json) or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
+    if local.is_dir():
+        if not (local / "model_index.json").exists():
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} is not a diffusers pipeline folder (no "
+                             f"model_index.json); save one with `pipe.save_pretrained(dir)` or pass a Hub id.")
+        try:
+            index = json.loads((local / "model_index.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} has an unreadable model_index.json ({err}); "
+                             f"re-save the pipeline with `pipe.save_pretrained(dir)`.") from None
+        missing = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None
+                   and not (local / k).is_dir()]
+        if missing:
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} lacks the component folder(s) "
+                             f"{', '.join(m + '/' for m in missing)} that its model_index.json names; copy the whole "
+                             f"pipeline folder or re-save it with `pipe.save_pretrained(dir)`.")
+        weights = [p for p in local.rglob("*") if p.is_file()]
+        if not any(p.suffix == ".safetensors" for p in weights) and any(p.suffix in _PICKLE_SUFFIXES for p in weights):
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} holds pickle-format weights only; re-save it "
+                             f"with `pipe.save_pretrained(dir, safe_serialization=True)`.")
+    elif not looks_like_hub_id(path):
+        raise ValueError(f"`pretrained_model_name_or_path` {path!r} does not exist; pass an existing pipeline folder "
+                         f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
 
 
 def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None, torch_dtype=torch.float32,
@@ -76,26 +117,7 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
     from diffusers import DiffusionPipeline
 
     path = str(resolve_id(pretrained_model_name_or_path) or default_pretrained_model_name_or_path())
-    local = Path(path)
-    looks_like_hub_id = not local.is_absolute() and path.count("/") == 1 and not path.startswith(".")
-    if local.is_file():
-        if local.suffix in _PICKLE_SUFFIXES:
-            raise ValueError(f"`pretrained_model_name_or_path` {path!r} is a pickle checkpoint; only safetensors "
-                             f"are loaded. Convert it (e.g. diffusers' scripts/convert_original_stable_diffusion_to_"
-                             f"diffusers.py --to_safetensors) and pass the resulting pipeline folder.")
-        raise ValueError(f"`pretrained_model_name_or_path` {path!r} is a file; pass a diffusers pipeline folder "
-                         f"(with model_index.json) or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
-    if local.is_dir():
-        if not (local / "model_index.json").exists():
-            raise ValueError(f"`pretrained_model_name_or_path` {path!r} is not a diffusers pipeline folder (no "
-                             f"model_index.json); save one with `pipe.save_pretrained(dir)` or pass a Hub id.")
-        weights = [p for p in local.rglob("*") if p.is_file()]
-        if not any(p.suffix == ".safetensors" for p in weights) and any(p.suffix in _PICKLE_SUFFIXES for p in weights):
-            raise ValueError(f"`pretrained_model_name_or_path` {path!r} holds pickle-format weights only; re-save it "
-                             f"with `pipe.save_pretrained(dir, safe_serialization=True)`.")
-    elif not looks_like_hub_id:
-        raise ValueError(f"`pretrained_model_name_or_path` {path!r} does not exist; pass an existing pipeline folder "
-                         f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
+    check_pipeline_path(path)
     try:
         pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, use_safetensors=True,
                                                  safety_checker=None)
@@ -108,14 +130,18 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
 
 def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite: bool) -> None:
     """Refuse to write into a folder that holds something else (another run, or foreign files) unless told to."""
-    out = Path(output_dir)
-    if out.is_file():
-        raise ValueError(f"`output_dir` {str(out)!r} is a file; pass a folder.")
+    from .outputs import check_writable_dir
+
+    out = check_writable_dir(output_dir)
+    recover_interrupted_save(out)
     if not out.exists() or not any(out.iterdir()) or overwrite:
         return
     run = out / RUN_FILE
     if run.exists():
-        previous = json.loads(run.read_text()).get("config_hash")
+        try:
+            previous = json.loads(run.read_text()).get("config_hash")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            previous = "unreadable"
         if previous == config_hash:
             return
         raise ValueError(f"`output_dir` {str(out)!r} already holds a different run (config {previous}); choose another "
@@ -124,16 +150,19 @@ def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite:
                      f"--overwrite to replace it.")
 
 
-def render_model_card(metadata: dict[str, Any], base_model: str) -> str:
+def render_model_card(metadata: dict[str, Any], base_model: str, has_lora: bool = False) -> str:
     """Fill the model card template from a run's metadata (huggingface_hub.ModelCard, Jinja)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     family_tag = {"sdxl": "stable-diffusion-xl", "sd3": "stable-diffusion-3"}.get(metadata.get("model_family"),
                                                                                  "stable-diffusion")
-    card_data = ModelCardData(library_name="diffusers", base_model=base_model, license="other",
+    # the card's base_model must be a Hub id (the Hub links it); a local or packaged base is named in the text only
+    card_data = ModelCardData(library_name="diffusers", base_model=base_model if looks_like_hub_id(str(base_model))
+                              else None, license="other",
                               tags=["igmu", "unlearning", f"unlearning-{metadata['method']}", family_tag])
     card = ModelCard.from_template(card_data, template_path=str(_TEMPLATE), metadata=metadata,
-                                   metadata_json=json.dumps(metadata, indent=2, sort_keys=True), base_model=base_model)
+                                   metadata_json=json.dumps(metadata, indent=2, sort_keys=True), base_model=base_model,
+                                   has_lora=has_lora)
     return str(card)
 
 
@@ -168,7 +197,7 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     base_model = portable_id(base_model)  # the folder may be pushed: no absolute local path in it
     metadata = {**result.metadata(), "base_model": base_model}
     check_output_dir(output_dir, metadata["config_hash"], overwrite)
-    out = Path(output_dir).resolve()
+    out = Path(output_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -182,12 +211,14 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
             from safetensors.torch import save_file
 
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name))
-        (tmp / RUN_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
-        (tmp / "README.md").write_text(render_model_card(metadata, base_model))
+        (tmp / "README.md").write_text(render_model_card(metadata, base_model, result.lora_state_dict is not None))
+        files = sorted(p.name for p in tmp.iterdir()) + [RUN_FILE]  # what this run wrote: only that is replaced
+        (tmp / RUN_FILE).write_text(json.dumps({**metadata, "files": files}, indent=2, sort_keys=True))
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
+            _carry_foreign_entries(out, tmp)
+            old = _previous_run_path(out)
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
+            os.replace(out, old)  # a crash from here to the next line is healed by recover_interrupted_save
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -195,6 +226,36 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _previous_run_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def recover_interrupted_save(output_dir: str | os.PathLike) -> bool:
+    """Put back the previous run when a save was killed between its two renames (the folder is missing and its
+    previous content waits beside it); True when it did."""
+    out = Path(output_dir)
+    old = _previous_run_path(out)
+    if not out.exists() and old.is_dir():
+        os.replace(old, out)
+        logger.warning("Restored %s: the previous save into it was interrupted.", out.name)
+        return True
+    return False
+
+
+def _carry_foreign_entries(out: Path, new: Path) -> None:
+    """Move into ``new`` what the user put in ``out`` beside the previous run (entries the previous run's RUN_FILE
+    does not list), so overwriting a run replaces only what igmu_hf wrote."""
+    try:
+        written = set(json.loads((out / RUN_FILE).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None if (out / RUN_FILE).exists() else set()  # an older run: everything in it was ours
+    if written is None:
+        return
+    for entry in out.iterdir():
+        if entry.name not in written and not (new / entry.name).exists():
+            shutil.move(str(entry), str(new / entry.name))
 
 
 def _scrub_name_or_path(folder: Path) -> None:
@@ -282,13 +343,62 @@ def publish_metric_to_cache(module_dir: str | os.PathLike, repo_id: str, modules
     return target
 
 
-def push_folder_to_hub(folder: str | os.PathLike, hub_model_id: str | None, private: bool = False) -> str:
-    """Create ``hub_model_id`` if needed and upload ``folder`` to it (``--push_to_hub`` of the CLI and examples)."""
+def push_folder_to_hub(folder: str | os.PathLike, hub_model_id: str | None, private: bool = False,
+                       repo_type: str = "model") -> str:
+    """Create ``hub_model_id`` if needed and upload ``folder`` to it (``--push_to_hub`` of the CLI and examples).
+    An ``evaluate`` module goes to a Space (``repo_type="space"``), as ``evaluate-cli`` publishes them."""
     from huggingface_hub import HfApi
 
-    if not hub_model_id or hub_model_id.count("/") != 1:
-        raise ValueError(f"--push_to_hub needs --hub_model_id like 'igmu/mini-duo-circle', got {hub_model_id!r}.")
+    from .errors import check_hub_id
+
+    check_hub_id("--hub_model_id", hub_model_id)
     api = HfApi()
-    api.create_repo(hub_model_id, exist_ok=True, private=private)
-    api.upload_folder(folder_path=str(folder), repo_id=hub_model_id)
+    api.create_repo(hub_model_id, exist_ok=True, private=private, repo_type=repo_type,
+                    **({"space_sdk": "gradio"} if repo_type == "space" else {}))
+    api.upload_folder(folder_path=str(folder), repo_id=hub_model_id, repo_type=repo_type)
     return hub_model_id
+
+
+def folder_kind(folder: str | os.PathLike) -> str:
+    """What a folder to publish holds: ``"pipeline"`` (model_index.json), ``"lora"``
+    (pytorch_lora_weights.safetensors), ``"metric"`` (an ``evaluate`` module: ``<name>.py`` importing evaluate),
+    ``"yolo"`` (a converted detector); a clear error otherwise."""
+    from .detectors.yolo import YOLO_CONFIG, YOLO_WEIGHTS
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{str(folder)!r} is not a folder; pass the folder to publish.")
+    if (path / "model_index.json").exists():
+        return "pipeline"
+    if (path / "pytorch_lora_weights.safetensors").exists():
+        return "lora"
+    if (path / YOLO_CONFIG).exists() and (path / YOLO_WEIGHTS).exists():
+        return "yolo"
+    if (path / f"{path.name}.py").exists() and "evaluate" in (path / f"{path.name}.py").read_text(errors="ignore"):
+        return "metric"
+    raise ValueError(f"{str(folder)!r} holds nothing igmu_hf publishes: a pipeline (model_index.json), a LoRA "
+                     f"(pytorch_lora_weights.safetensors), an evaluate module (<name>/<name>.py) or a YOLO folder.")
+
+
+def publish(folder: str | os.PathLike, repo_id: str, push: bool = False, cache_dir: str | os.PathLike | None = None
+            ) -> str:
+    """``igmu publish``: a pipeline, LoRA, YOLO folder or evaluate module into the local hub cache (so
+    ``from_pretrained(repo_id)`` / ``evaluate.load(repo_id)`` load it offline), or onto the Hub with ``push``.
+    Returns where it went (a description without local paths)."""
+    from .errors import check_hub_id
+
+    check_hub_id("--repo_id", repo_id)
+    kind = folder_kind(folder)
+    if kind == "metric" and Path(folder).name != repo_id.split("/")[1]:
+        raise ValueError(f"An evaluate module is loaded by its file name: publish {Path(folder).name!r} as "
+                         f"'<org>/{Path(folder).name}', not {repo_id!r}.")
+    if push:
+        push_folder_to_hub(folder, repo_id, repo_type="space" if kind == "metric" else "model")
+        return f"{kind}, pushed to the Hub"
+    if kind == "metric":
+        publish_metric_to_cache(folder, repo_id, modules_cache=cache_dir)
+        return "evaluate module, in the local modules cache: evaluate.load works with HF_HUB_OFFLINE=1"
+    publish_to_cache(folder, repo_id, cache_dir=cache_dir)
+    hint = {"lora": "pipe.load_lora_weights(repo_id, weight_name='pytorch_lora_weights.safetensors')",
+            "yolo": "--yolo " + repo_id}.get(kind, "DiffusionPipeline.from_pretrained(repo_id)")
+    return f"{kind}, in the local hub cache: {hint} works with HF_HUB_OFFLINE=1"

@@ -48,6 +48,13 @@ class ConceptJudge:
                              f"judge for {spec.target!r} (e.g. MiniConceptJudge(classifier, {spec.target!r})).")
 
 
+def check_threshold(threshold: Any) -> float:
+    """A judge threshold: a finite number in [0, 1] (scores are probabilities or detection confidences)."""
+    from .validation import check_number
+
+    return check_number("threshold", threshold, 0, 1)
+
+
 def _canonical(word: str) -> str:
     from .mini.domain import concept_of_word
 
@@ -82,7 +89,7 @@ class MiniConceptJudge(ConceptJudge):
         self.factor, self.concept = found
         labels = classifier.config.heads[self.factor]["labels"]
         self.index = labels.index(self.concept)
-        self.threshold = float(classifier.config.threshold if threshold is None else threshold)
+        self.threshold = check_threshold(classifier.config.threshold if threshold is None else threshold)
         self._hash = None
 
     @classmethod
@@ -125,7 +132,7 @@ class NudeNetJudge(ConceptJudge):
     def __init__(self, threshold: float = 0.6, classes: tuple[str, ...] = NUDENET_CLASSES):
         from nudenet import NudeDetector
 
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         self.classes = tuple(classes)
         self.detector = NudeDetector()
 

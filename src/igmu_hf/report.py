@@ -47,7 +47,8 @@ def aspect_scores(report: dict) -> dict[str, dict[str, float | None]]:
 
 
 def radar_chart(scores: dict[str, dict[str, float | None]], path: Path) -> None:
-    """One polygon per model over the five aspects (unmeasured aspects drawn at 0 and marked 'n/a')."""
+    """One outline per model over the five aspects; an aspect a model was not measured on is left out of its outline
+    (a gap, named 'n/a' in the legend) rather than drawn as 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,10 +58,13 @@ def radar_chart(scores: dict[str, dict[str, float | None]], path: Path) -> None:
     angles = [2 * math.pi * k / len(aspects) for k in range(len(aspects))] + [0.0]
     fig = plt.figure(figsize=(5, 5))
     ax = fig.add_subplot(111, polar=True)
-    for name, s in scores.items():
-        values = [s[a] if s[a] is not None else 0.0 for a in aspects]
-        ax.plot(angles, values + values[:1], label=name)
-        ax.fill(angles, values + values[:1], alpha=0.1)
+    for name, s in scores.items():  # an unmeasured aspect is a gap in the model's outline, never a 0
+        values = [s[a] if s[a] is not None else float("nan") for a in aspects]
+        missing = [a for a in aspects if s[a] is None]
+        label = name + (f" (n/a: {', '.join(missing)})" if missing else "")
+        ax.plot(angles, values + values[:1], marker="o", markersize=3, label=label)
+        if not missing:
+            ax.fill(angles, values + values[:1], alpha=0.1)
     labels = [a if any(s[a] is not None for s in scores.values()) else f"{a}\n(n/a)" for a in aspects]
     ax.set_xticks(angles[:-1], labels)
     ax.set_ylim(0, 1)
@@ -122,7 +126,8 @@ def markdown(report: dict, grids: dict[str, str]) -> str:
     lines += ["", "## Five aspects", "", "![radar chart](radar.png)", "",
               *[f"- {a}: {how}" for a, how in RADAR_HOW.items()], "", "## Images", ""]
     for name, file in grids.items():
-        lines += [f"**{name}** (top: original, bottom: {name}; forget prompts then unrelated prompts, same seeds)", "",
+        lines += [f"**{name}** (top: original, bottom: {name}; columns headed FORGET (red) then UNRELATED with their "
+                  f"prompts, same seeds)", "",
                   f"![{name}]({file})", ""]
     legacy = [(name, k, v) for name, m in models.items() for k, v in m["legacy"].items() if "skipped" not in v]
     if legacy:
@@ -136,35 +141,64 @@ def markdown(report: dict, grids: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def comparison_grid(rows: list[list[Image.Image]], labels: list[str], scale: int = 3) -> Image.Image:
-    """Rows of equally sized images, each row labelled on the left, upscaled ``scale`` times (nearest)."""
+def comparison_grid(rows: list[list[Image.Image]], labels: list[str], scale: int = 3,
+                    headers: list[str] | None = None) -> Image.Image:
+    """Rows of equally sized images, each row labelled on the left, upscaled ``scale`` times (nearest); with
+    ``headers``, a line of text above each column (its set and prompt, wrapped)."""
+    import textwrap
+
     w, h = rows[0][0].size
     w, h = w * scale, h * scale
     pad, label_w = 4, 90
-    grid = Image.new("RGB", (label_w + len(rows[0]) * (w + pad), len(rows) * (h + pad)), "white")
+    wrapped = [textwrap.wrap(t, max(8, w // 6))[:4] for t in headers] if headers else []
+    top = (12 * max(map(len, wrapped)) + pad) if wrapped else 0
+    grid = Image.new("RGB", (label_w + len(rows[0]) * (w + pad), top + len(rows) * (h + pad)), "white")
     draw = ImageDraw.Draw(grid)
+    for c, text_lines in enumerate(wrapped):
+        for k, line in enumerate(text_lines):
+            draw.text((label_w + c * (w + pad), 12 * k), line, fill="darkred" if c < _forget_columns(headers)
+                      else "black")
     for r, (row, label) in enumerate(zip(rows, labels)):
-        draw.text((4, r * (h + pad) + h // 2 - 5), label, fill="black")
+        draw.text((4, top + r * (h + pad) + h // 2 - 5), label, fill="black")
         for c, img in enumerate(row):
-            grid.paste(img.resize((w, h), Image.NEAREST), (label_w + c * (w + pad), r * (h + pad)))
+            grid.paste(img.resize((w, h), Image.NEAREST), (label_w + c * (w + pad), top + r * (h + pad)))
     return grid
 
 
+def _forget_columns(headers: list[str]) -> int:
+    return sum(h.startswith("FORGET") for h in headers)
+
+
+def _prompt_of(report: dict, image_id: str) -> str:
+    """``forget-0003-0`` -> the forget set's prompt 3."""
+    kind, index = image_id.split("-")[:2]
+    return report["prompts"][kind][int(index)]
+
+
 def write_report(report: dict, images: dict[str, dict], out: Path, columns: int = 8) -> None:
-    """Write everything under ``out`` (each file atomically)."""
+    """Write everything under ``out`` (each file atomically); grids and model-index files of models no longer in the
+    report (an earlier run into the same folder) are removed, so the folder shows this report only."""
     out.mkdir(parents=True, exist_ok=True)
     report["aspect_scores"] = aspect_scores(report)
     ref = images[report["original"]]
     ids = sorted(i for i in ref if i.startswith("forget-"))[:columns // 2]
     ids += sorted(i for i in ref if i.startswith("unrelated-"))[:columns - len(ids)]
+    headers = [f"{i.split('-')[0].upper()}: {_prompt_of(report, i)}" for i in ids]
     grids = {}
     for name in report["models"]:
         if name == report["original"]:
             continue
-        grid = comparison_grid([[ref[i] for i in ids], [images[name][i] for i in ids]], ["original", name])
+        grid = comparison_grid([[ref[i] for i in ids], [images[name][i] for i in ids]], ["original", name],
+                               headers=headers)
         grids[name] = f"grid_{name}.png"
         with atomic_path(out / grids[name]) as tmp:
             grid.save(tmp, format="PNG")
+    for stale in out.glob("grid_*.png"):
+        if stale.name not in grids.values():
+            stale.unlink()
+    for stale in (out / "model_index").glob("*.yaml"):
+        if stale.stem not in report["models"]:
+            stale.unlink()
     radar_chart(report["aspect_scores"], out / "radar.png")
     for name in report["models"]:
         write_text_atomic(out / "model_index" / f"{name}.yaml", yaml.safe_dump(model_index(report, name),

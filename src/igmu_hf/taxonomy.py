@@ -146,11 +146,12 @@ class TaskSpec:
 
     @property
     def target_words(self) -> list[str]:
-        """The target and every alias, longest first (so "blue oceans" is removed before "ocean")."""
+        """The target and every alias, longest first (so "blue oceans" is removed before "ocean"), then alphabetical
+        (a fixed order whatever PYTHONHASHSEED is, so reports and attack summaries are reproducible byte for byte)."""
         words = {a.lower() for a in self.aliases}
         if not (self.subject and self.aliases and self.subject in self.target.lower().split()):
             words.add(self.target.lower())  # "naked girl": the attribute words go, the subject stays
-        return sorted(words, key=len, reverse=True)
+        return sorted(words, key=lambda w: (-len(w), w))
 
     def _pattern(self) -> str:
         return "|".join(re.escape(w) for w in self.target_words)
@@ -299,3 +300,11 @@ def is_style(concept: str, unknown: bool | None = False) -> bool | None:
         return categorize(concept).task == "Style"
     except UnknownTargetError:
         return unknown
+
+
+def task_spec(task: str) -> "TaskSpec":
+    """:func:`categorize` for a task named by a user (``--task``): an unknown one is refused as such, with the fix."""
+    try:
+        return categorize(task)
+    except ValueError as err:
+        raise ValueError(f"Unknown task {task!r}: {err} Pass a CatIGMU target (see `igmu categorize`).") from None

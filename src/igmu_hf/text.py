@@ -11,6 +11,31 @@ def _is_open_vocabulary(tokenizer) -> bool:
     return sum(1 for tok in vocab if len(tok.replace("</w>", "")) == 1) >= 200
 
 
+def check_token_length(tokenizer, text: str, name: str = "concept") -> None:
+    """Refuse a text the text encoder would cut at its ``model_max_length`` (77 for CLIP): the cut text would be
+    erased, edited or scored instead, without a word said."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit > 100_000:
+        return
+    n = len(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
+    if n > limit:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise ValueError(f"`{name}` {shown!r} is {n} tokens; the text encoder reads at most {limit} and would cut it. "
+                         f"Shorten it.")
+
+
+def check_config_texts(tokenizer, config) -> None:
+    """:func:`check_token_length` on every string (and list of strings) field of a method config: concepts and
+    prompts, before any work."""
+    from dataclasses import fields
+
+    for f in fields(config):
+        value = getattr(config, f.name)
+        for text in ([value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []):
+            if isinstance(text, str) and text.strip():
+                check_token_length(tokenizer, text, f.name)
+
+
 def check_concept_in_vocab(tokenizer, concept: str) -> None:
     """Raise ``ValueError`` if ``concept`` has a word the tokenizer cannot represent.
 

@@ -11,12 +11,16 @@ A :class:`TrainingRun` holds what is the same across methods, so a method writes
 - checkpoint/resume of only the trainable tensors, optimizer and loop position (``checkpointing.py``), every
   ``checkpointing_steps`` steps, the newest ``checkpoints_total_limit`` kept; resuming under a different config is
   refused with the difference listed;
-- a progress bar on the local main process and a ``callback(step)`` after each step.
+- a progress bar on the local main process and a ``callback(step)`` after each step;
+- the run's wall time over its segments (:func:`run_clock`): checkpoints record the time spent so far, and a
+  resumed run adds it to its own, so the efficiency aspect reports the true total runtime.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +31,30 @@ from .checkpointing import check_same_config, load_checkpoint, resolve_checkpoin
 
 
 logger = logging.getLogger(__name__)
+
+
+class SegmentClock:
+    """Wall time of one unlearning run: this segment's plus what the checkpoint it resumed from had recorded."""
+
+    def __init__(self):
+        self.start, self.earlier = time.perf_counter(), 0.0
+
+    def elapsed(self) -> float:
+        return self.earlier + time.perf_counter() - self.start
+
+
+_CLOCK: SegmentClock | None = None
+
+
+@contextmanager
+def run_clock():
+    """Time an unlearning run (``Unlearner.unlearn``); the TrainingRuns inside record and resume the total."""
+    global _CLOCK
+    outer, _CLOCK = _CLOCK, SegmentClock()
+    try:
+        yield _CLOCK
+    finally:
+        _CLOCK = outer
 
 
 class TrainingRun:
@@ -117,6 +145,8 @@ class TrainingRun:
             return None
         state, saved, optimizer_state = load_checkpoint(path)
         check_same_config(state["config"], self.run_config, ignore=self.resumable_changes)
+        if _CLOCK is not None:  # the segments before the crash count in the run's runtime
+            _CLOCK.earlier = max(_CLOCK.earlier, float(state.get("elapsed_seconds", 0.0)))
         if tensors:
             missing = sorted(set(tensors) - set(saved))
             if missing:
@@ -146,8 +176,9 @@ class TrainingRun:
         due = force or (self.checkpointing_steps and step % self.checkpointing_steps == 0)
         if not (self.output_dir and due and self.accelerator.is_main_process):
             return
-        save_checkpoint(self.output_dir, step, {"config": self.run_config, **state}, tensors, optimizer_state,
-                        self.checkpoints_total_limit)
+        elapsed = {"elapsed_seconds": _CLOCK.elapsed()} if _CLOCK is not None else {}
+        save_checkpoint(self.output_dir, step, {"config": self.run_config, **state, **elapsed}, tensors,
+                        optimizer_state, self.checkpoints_total_limit)
 
     # ---- loop ----
     def steps(self, first: int, total: int, desc: str):

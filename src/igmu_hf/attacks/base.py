@@ -57,6 +57,7 @@ class AttackConfig(ConfigBase):
     fast_preset: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self):
+        super().__post_init__()
         for name in (*self.budget_fields, "num_inference_steps"):
             value = getattr(self, name)
             if value is not None and value <= 0:

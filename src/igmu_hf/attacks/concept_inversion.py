@@ -8,7 +8,7 @@ is learned, with the unlearned model frozen, by the textual-inversion loss on th
 If erasure only cut the words' route to the concept, <c*> finds another route. Each attacked prompt is then
 generated with its target words replaced by <c*> (or <c*> put in front when it names none) and its own seed.
 The embedding is learned once per run and saved as ``concept_inversion.safetensors`` (``{"<c*>": e}``, the
-textual-inversion format ``pipe.load_textual_inversion`` reads). METHODS.md, "Attacks".
+textual-inversion format ``pipe.load_textual_inversion`` reads).
 """
 
 import re

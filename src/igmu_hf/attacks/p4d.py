@@ -10,7 +10,7 @@ The tokens are continuous embeddings projected to their nearest real words (cosi
 gradient applied to the continuous ones (PEZ). P4D-N (default) uses ``num_tokens`` = 16 free tokens as the whole
 prompt; P4D-K (``insert_every=K``) inserts one free token after every K words of p. AdamW (lr 0.1, weight
 decay 0.1), 3000 iterations, t from the 50 sampling timesteps; every ``eval_every`` iterations the projected
-prompt is generated with the seed and judged, stopping at the first success. METHODS.md, "Attacks".
+prompt is generated with the seed and judged, stopping at the first success.
 """
 
 from dataclasses import dataclass, field

@@ -8,7 +8,7 @@ prompts without it (CatIGMU do-1 removes every target word)::
 For each attacked prompt p the target is ``enc(p) + η·v`` (η = 3), and a genetic algorithm searches for
 ``num_tokens`` real words whose encoding is closest to it (mean squared error over the whole padded sequence):
 population 200, 3000 generations, crossover 0.5, mutation 0.25. The best prompt is generated once with the
-prompt's seed and judged. No UNet is used by the search. METHODS.md, "Attacks".
+prompt's seed and judged. No UNet is used by the search.
 
 The genetic algorithm is written here: no maintained library runs a GA over token ids on a torch batch. Each
 generation keeps the best tenth (elitism), picks parents by tournaments of two, applies one-point crossover with

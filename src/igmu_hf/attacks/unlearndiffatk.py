@@ -9,7 +9,7 @@ Each prefix token is a point ``w`` on the vocabulary simplex; the forward pass u
 word) and the gradient flows to ``w`` straight through. Adam (lr 0.01, weight decay 0.1), then the Euclidean
 projection back onto the simplex. t is drawn from the 50 fixed timesteps of the sampling schedule. Whenever the
 argmax prefix changes, the prompt ``"<prefix words> p"`` is generated with the prompt's seed and judged; the attack
-stops at the first success. METHODS.md, "Attacks".
+stops at the first success.
 """
 
 from dataclasses import dataclass, field

@@ -43,7 +43,7 @@ class MiniDomain(Domain):
 
     # ---- CatIGMU ----
     def taxonomy_entries(self) -> dict[str, Any]:
-        """The mini world's concepts, each in the category its factor stands for (MINIWORLD.md)."""
+        """The mini world's concepts, each in the category its factor stands for (``igmu_hf.mini.domain``)."""
         from ..mini import domain
         from ..taxonomy import _k
 

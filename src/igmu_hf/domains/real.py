@@ -8,8 +8,9 @@ from typing import Any
 from .base import Domain
 
 
-# The detectors EvalIGMU uses on real models (hub ids / ultralytics names; offline they are skipped with the reason).
-REAL_DETECTORS = {"multclf": "igmu/multclf", "clip": "openai/clip-vit-large-patch14", "yolo": "yolov8n.pt",
+# The detectors EvalIGMU uses on real models (hub ids; offline they are skipped with the reason; the YOLO one is ultralytics' yolov8n.pt
+# converted to safetensors by `igmu convert-yolo`).
+REAL_DETECTORS = {"multclf": "igmu/multclf", "clip": "openai/clip-vit-large-patch14", "yolo": "igmu/yolov8n-safetensors",
                   "fid_feature_extractor": "inception"}
 
 # One preserve prompt per other example of the same CatIGMU task type (what UCE preserves: other artists, other

@@ -4,7 +4,6 @@ Adding a method touches one new file (``XConfig`` + ``XUnlearner`` + one ``regis
 list in ``methods/__init__.py``.
 """
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ class MethodConfig(ConfigBase):
     preserve_by_default: ClassVar[bool] = False
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.concepts, str):
             self.concepts = [self.concepts]
         if not self.concepts or any(not isinstance(c, str) or not c.strip() for c in self.concepts):
@@ -40,7 +40,7 @@ class MethodConfig(ConfigBase):
 
 @dataclass
 class UnlearnResult:
-    """The unlearned pipeline and the provenance every method records (METHODS.md)."""
+    """The unlearned pipeline and the provenance every method records (the efficiency aspect and the model card read it)."""
 
     pipeline: Any
     config: MethodConfig
@@ -153,6 +153,15 @@ class Unlearner:
                               accelerator, fingerprint)
         return cls.from_prepared_data(data)
 
+    @classmethod
+    def check_texts(cls, pipeline, config) -> None:
+        """Refuse concepts and prompts longer than the text encoder reads (they would be cut silently)."""
+        from ..text import check_config_texts
+
+        for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+            if getattr(pipeline, name, None) is not None:
+                check_config_texts(getattr(pipeline, name), config)
+
     def check_concepts(self, pipeline, extra: tuple[str, ...] | list[str] = ()) -> None:
         """One-line error when a concept (or an ``extra`` prompt) has a word the pipeline's tokenizer cannot spell."""
         from ..text import check_concept_in_vocab
@@ -174,9 +183,12 @@ class Unlearner:
 
     def unlearn(self, pipeline) -> UnlearnResult:
         self.check_family(pipeline)
-        start = time.perf_counter()
-        edited = self._unlearn(pipeline)
-        runtime = time.perf_counter() - start
+        self.check_texts(pipeline, self.config)
+        from ..training import run_clock
+
+        with run_clock() as clock:  # a resumed run adds the time its checkpoint recorded
+            edited = self._unlearn(pipeline)
+            runtime = clock.elapsed()
         from ..families import family_of
 
         family = family_of(pipeline)

@@ -1,4 +1,4 @@
-"""Dark Miner: mine, verify, circumvent, in a loop (seed paper 001, §3.2 and §4.1; METHODS.md card).
+"""Dark Miner: mine, verify, circumvent, in a loop (seed paper 001, §3.2 and §4.1).
 
 Each loop, with the UNet's LoRA (value projections of every attention) as the only trainable weights:
 

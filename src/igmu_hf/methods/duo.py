@@ -1,4 +1,4 @@
-"""DUO: Direct Unlearning Optimization (seed paper 002; METHODS.md card).
+"""DUO: Direct Unlearning Optimization (seed paper 002, arXiv 2407.21035).
 
 1. Pairs: unsafe images x⁻ generated from the concept prompts and kept only where the concept detector fires; safe
    counterparts x⁺ made by SDEdit (img2img from x⁻ with the safe prompt, the unsafe prompt as negative prompt,

@@ -6,10 +6,10 @@ The ``evaluate`` modules call these on the raw inputs, before ``datasets`` casts
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from numbers import Real
 from typing import Any, Sequence
+
+from ..validation import check_number  # noqa: F401  (the one numeric validator, re-exported)
 
 
 def check_flags(name: str, values: Sequence[Any]) -> list[bool]:
@@ -46,21 +46,6 @@ def check_unique_ids(name: str, ids: Sequence[Any]) -> list[str]:
         raise ValueError(f"`{name}` holds duplicate id(s) {dup[:5]} ({len(dup)} in all); each image needs its own id "
                          f"(e.g. 'forget-0003-0': prompt 3, image 0).")
     return [str(i) for i in ids]
-
-
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_inclusive: bool = True) -> float:
-    """A finite real number within the bounds (``TypeError`` for non-numbers, ``ValueError`` otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"`{name}` must be a number, got {value!r}.")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"`{name}` is {v}; it must be a finite number.")
-    if low is not None and (v < low or (v == low and not low_inclusive)):
-        raise ValueError(f"`{name}` is {v}; it must be {'≥' if low_inclusive else '>'} {low}.")
-    if high is not None and v > high:
-        raise ValueError(f"`{name}` is {v}; it must be ≤ {high}.")
-    return v
 
 
 def check_prompts(prompts: Sequence[Any], tokenizer=None, name: str = "prompts") -> list[str]:

@@ -25,6 +25,9 @@ def forgetting_rate_from_probabilities(probabilities: torch.Tensor, threshold: f
     p = torch.as_tensor(probabilities).float()
     if p.numel() == 0:
         raise ValueError("No images to classify; a forgetting rate over no images is undefined.")
+    from ..validation import check_number
+
+    check_number("threshold", threshold, 0, 1)
     return {"forgetting_rate": float((p > threshold).float().mean()), "mean_probability": float(p.mean()),
             "num_images": int(p.numel()), "threshold": threshold}
 

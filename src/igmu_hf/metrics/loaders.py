@@ -52,3 +52,20 @@ def load_detector(kind: str, name: str | None = None) -> tuple[Any, ...]:
         extractor = FeatureExtractor(name)
         return extractor, None, extractor.info
     raise ValueError(f"Unknown detector kind {kind!r}; kinds: multclf, clip, yolo, fid_feature_extractor.")
+
+
+def module_data_dir(module) -> str:
+    """``_build_data_dir`` of igmu_hf's ``evaluate`` modules (each sets ``_build_data_dir = module_data_dir``).
+
+    Their ``config_name`` names a detector (a Hub id or a local folder), and ``evaluate`` joins it into its cache
+    path, so an absolute folder would *become* the cache folder: created when missing, and given ``.arrow`` lock files
+    inside the user's model folder. This keeps the cache under evaluate's own root, in a folder named by a hash."""
+    import hashlib
+    import os
+    import re
+
+    name = str(module.config_name)
+    safe = re.sub(r"[^\w.-]+", "_", name)[-40:].strip("_.") or "default"
+    folder = os.path.join(module._data_dir_root, module.name, f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:12]}")
+    os.makedirs(folder, exist_ok=True)
+    return folder

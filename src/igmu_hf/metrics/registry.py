@@ -1,7 +1,7 @@
 """The EvalIGMU metric registry: each metric declares its aspect, the image sets it reads, the detectors it needs,
 its report columns, and computes from a :class:`ScoreContext` (raising :class:`Skipped` with the reason when it
 does not apply). The evaluator loops over the registry and the report takes its columns and labels from it, so
-adding a metric is one registration (``tests/test_metric_checks.py`` adds a toy one).
+adding a metric is one registration (``tests/test_toy_metric.py`` adds a toy one).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
-"""The quality bars of MINIWORLD.md, measured on generations with fixed seeds.
+"""The mini world's quality bars (:data:`BARS`: the share of generations that must show the prompted concept), measured on generations with fixed seeds.
 
     python -m igmu_hf.mini.quality --pretrained_model_name_or_path src/igmu_hf/mini/weights/pipeline
 """
 
 import argparse
 import json
+import sys
 
 from ..evaluation import MINI_GENERATION, detection_rate, generate_images
 from .prompts import concept_prompts, factor_values, pair_prompts
 
 
-# share of generations that must show the prompted concept (MINIWORLD.md); texture has no bar but is reported
+# share of generations that must show the prompted concept (the mini world's design); texture has no bar but is reported
 BARS = {"shape": 0.80, "style": 0.85, "background": 0.85, "colour": 0.85, "pairs": 0.60}
 
 
@@ -23,6 +24,8 @@ def factor_rates(pipe, classifier, factor: str, images_per_prompt: int = 3, n_pr
         images = generate_images(pipe, prompts, list(range(len(prompts))), progress=progress,
                                  desc=f"{factor}={value}", **MINI_GENERATION)
         rates[value] = detection_rate(images, classifier, factor, value)
+        if progress:  # a line per value: the whole measurement takes minutes on a CPU
+            print(f"{factor}={value}: {rates[value]:.2f} of {len(images)} images", file=sys.stderr, flush=True)
     return rates
 
 
@@ -94,6 +97,8 @@ def main(argv=None):
     pipe = load_pipeline(args.pretrained_model_name_or_path).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     clf = MiniClassifier.from_pretrained(args.classifier).to(args.device).eval()
+    print(f"Measuring the quality bars on {args.images_per_prompt} image(s) per prompt, factor by factor (several "
+          f"minutes on a CPU; a line per concept follows).", file=sys.stderr, flush=True)
     print(json.dumps(measure_quality(pipe, clf, args.images_per_prompt, progress=True), indent=1))
 
 

@@ -5,7 +5,7 @@
 
 The defaults are the recipe of the shipped weights (trained on one GPU in about ten minutes, see
 ``examples/mini_world/train_gpu.sh``). On 2 CPU cores, ``--preset cpu`` gives a smaller recipe of about an hour
-whose UNet does not reach the quality bars of MINIWORLD.md.
+whose UNet does not reach the quality bars of ``igmu_hf.mini.quality.BARS``.
 
 Stages run in the order clip, vae, classifier, unet (the classifier learns on clean renders and on VAE
 reconstructions, so it judges decoded generations as well as drawings). Each stage checkpoints with
