@@ -189,9 +189,9 @@ def test_bad_input_is_refused_with_the_reason(uce_pipeline, mini_pipeline, judge
     attack = UnlearnDiffAtk(UnlearnDiffAtkConfig.fast())
     with pytest.raises(ValueError, match="judge detects 'square'"):
         attack.run(uce_pipeline, MiniConceptJudge(mini_classifier, "square"), "circle", original=mini_pipeline)
-    with pytest.raises(ValueError, match="budget must be positive"):
+    with pytest.raises(ValueError, match="num_steps` is 0; it must be ≥ 1"):
         UnlearnDiffAtkConfig(num_steps=0)
-    with pytest.raises(ValueError, match="budget must be positive"):
+    with pytest.raises(ValueError, match="generations` is 0; it must be ≥ 1"):
         RingABellConfig.fast(generations=0)
     with pytest.raises(ValueError, match="needs the original pipeline"):
         attack.run(uce_pipeline, judge, "circle")

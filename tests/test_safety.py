@@ -95,14 +95,17 @@ def _config_classes():
     from igmu_hf.evaluator import EvalIGMUConfig
     from igmu_hf.methods import get_method, list_methods
 
-    return ([(get_method(m).config_class, {"concepts": ["circle"]}) for m in list_methods()]
+    def base(cls):  # a method that needs preservation prompts (AdvUnlearn's retain set) gets one
+        return {"concepts": ["circle"], **({cls.preserve_field: ["a red square"]} if cls.preserve_field else {})}
+
+    return ([(get_method(m).config_class, base(get_method(m).config_class)) for m in list_methods()]
             + [(get_attack(a).config_class, {}) for a in list_attacks()] + [(EvalIGMUConfig, {"task": "circle"})])
 
 
 def test_every_numeric_field_refuses_nan_infinity_and_out_of_range_values():
     import typing
 
-    from igmu_hf.validation import range_for
+    from igmu_hf.validation import declared_range
 
     checked = 0
     for cls, base in _config_classes():
@@ -114,7 +117,7 @@ def test_every_numeric_field_refuses_nan_infinity_and_out_of_range_values():
             for bad in (math.nan, math.inf, -math.inf):
                 with pytest.raises(ValueError, match=f"{f.name}`"):
                     cls.from_dict({**base, f.name: bad})
-            rule = f.metadata.get("range") or range_for(f.name)
+            rule = declared_range(cls, f.name)
             if rule is not None and rule[0] is not None:
                 with pytest.raises(ValueError, match=f.name):
                     cls.from_dict({**base, f.name: rule[0] - 1})
@@ -373,12 +376,24 @@ def test_outputs_do_not_depend_on_the_hash_seed(tmp_path, uce_run):
         assert proc.returncode == 0, proc.stderr[-2000:]
         cat = subprocess.run([sys.executable, "-m", "igmu_hf.cli", "categorize", "naked girl"], capture_output=True,
                              text=True, env=env, timeout=120)
+        atk = subprocess.run([sys.executable, "-m", "igmu_hf.cli", "attack", "--method", "unlearndiffatk", "--unlearned",
+                              str(uce_run), "--output_dir", str(tmp_path / f"atk{seed}"), "--attack_kwargs",
+                              '{"num_steps": 2, "num_inference_steps": 10}'], capture_output=True, text=True, env=env,
+                             timeout=600)
+        assert atk.returncode == 0, atk.stderr[-2000:]
+        summary = json.loads((tmp_path / f"atk{seed}" / "summary.json").read_text())
+        for timing in ("mean_wall_time_s", "prepare_wall_time_s"):
+            summary.pop(timing)
+        outcomes = [json.loads(line) for line in (tmp_path / f"atk{seed}" / "outcomes.jsonl").read_text().splitlines()]
+        for o in outcomes:
+            o.pop("wall_time_s")
         report = (out / "report.json").read_text()
         timings = json.loads(report)["timing"]
         assert set(timings) == {"generation_seconds", "total_seconds"}
         for value in timings.values():  # the timings, and only they, are blanked before comparing bytes
             report = report.replace(json.dumps(value), "<seconds>")
-        reports.append((report, (out / "report.md").read_bytes(), cat.stdout))
+        reports.append((report, (out / "report.md").read_bytes(), cat.stdout, json.dumps(summary, sort_keys=True),
+                        json.dumps(outcomes, sort_keys=True)))
     assert reports[0] == reports[1]
 
 

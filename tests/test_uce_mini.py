@@ -45,7 +45,9 @@ def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):
     rate = report["models"]["uce"]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"]
     first = card.data.eval_results[0]
     assert (first.metric_type, first.metric_value) == ("igmu/multclf_forgetting_rate", rate)
-    assert "UCE unlearning of circle" in card.text and card.data.base_model and "igmu" in card.data.tags
+    assert "UCE unlearning of circle" in card.text and "igmu" in card.data.tags
+    # the packaged mini base is named in the text; the Hub's base_model field takes Hub ids only
+    assert "`igmu_hf:mini/weights/pipeline`" in card.text and card.data.base_model is None
 
 
 def test_demo_writes_the_report_folder(tmp_path):

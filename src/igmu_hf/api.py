@@ -132,11 +132,10 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     files igmu_hf did not write, or another command's output, is refused unless ``overwrite``
     (:func:`igmu_hf.outputs.output_folder`; a second process on the same folder is refused too).
     """
-    from accelerate import PartialState
-
     from .evaluator import EvalIGMU, EvalIGMUConfig
     from .hub import default_pretrained_model_name_or_path, load_pipeline
     from .outputs import check_writable_dir, output_folder
+    from .training import process_state
 
     check_writable_dir(output_dir)
     runs = [run_info(folder) for folder in unlearned]
@@ -154,7 +153,7 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
                             attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
     evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
-    main = PartialState().is_main_process
+    main = process_state().is_main_process
     with output_folder(output_dir, "evaluate", overwrite, main_process=main):
         pipes, run_infos, folders = {"original": load_pipeline(original)}, {}, {}
         for folder, run in zip(unlearned, runs):
@@ -218,12 +217,11 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
                overwrite: bool = False):
     """Library entry of ``igmu attack``: runs the attack, writes outcomes.jsonl and summary.json, returns the result.
     Everything the user named is checked before any pipeline is loaded."""
-    from accelerate import PartialState
-
     from .attacks import get_attack, preset_config
     from .domains import domain_for_model
     from .hub import default_pretrained_model_name_or_path, load_pipeline, resolve_id
     from .outputs import check_writable_dir, output_folder
+    from .training import process_state
     from .taxonomy import task_spec
 
     attack_cls = get_attack(method)
@@ -239,7 +237,7 @@ def run_attack(method: str, unlearned: str, output_dir: str, task: str | None = 
     world = domain_for_model(original)
     config = preset_config(attack_cls, preset, world, attack_kwargs, seed)
     the_judge = world.judge(task, judge, threshold)
-    with output_folder(output_dir, "attack", overwrite, main_process=PartialState().is_main_process):
+    with output_folder(output_dir, "attack", overwrite, main_process=process_state().is_main_process):
         unlearned_pipe = load_pipeline(unlearned)
         original_pipe = None
         if attack_cls.needs_original:

@@ -269,14 +269,13 @@ class EvalIGMU:
     def run(self, pipelines: dict[str, Any], output_dir: str | Path, runs: dict[str, dict] | None = None,
             original: str = "original", progress: bool = True) -> dict:
         """Evaluate ``pipelines`` (name -> pipeline; ``original`` names the reference) and write the report."""
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
+        from .training import process_state
 
         if original not in pipelines:
             raise ValueError(f"`pipelines` needs the original model under the name {original!r}; got {list(pipelines)}.")
         if len(pipelines) < 2:
             raise ValueError("Pass at least one unlearned pipeline besides the original.")
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+        state = process_state()
         out = Path(output_dir)
         runs = runs or {}
         start = time.perf_counter()

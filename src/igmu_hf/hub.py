@@ -118,14 +118,59 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
 
     path = str(resolve_id(pretrained_model_name_or_path) or default_pretrained_model_name_or_path())
     check_pipeline_path(path)
+    index = _model_index(path)
     try:
-        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, use_safetensors=True,
-                                                 safety_checker=None)
+        if isinstance(index.get("_class_name"), list):  # a custom pipeline: igmu_hf's own class, not the folder's code
+            pipe = _load_custom_pipeline(path, index, custom_pipeline_class(*index["_class_name"]))
+            pipe = pipe if torch_dtype == torch.float32 else pipe.to(torch_dtype)
+        else:
+            pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, use_safetensors=True,
+                                                     safety_checker=None)
     except OSError as err:
         raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}). "
                          f"Offline, a Hub id loads only from the local cache (HF_HUB_OFFLINE=1).") from err
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _load_custom_pipeline(path: str, index: dict, pipeline_class):
+    """Build ``pipeline_class`` from the folder's components (each loaded by its own library class, safetensors) and
+    its config values: what ``from_pretrained`` does, without importing the code file the folder carries."""
+    import inspect
+
+    folder = Path(path)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(path))
+    accepted = inspect.signature(pipeline_class.__init__).parameters
+    kwargs = {}
+    for name, value in index.items():
+        if name.startswith("_") or name not in accepted:
+            continue
+        if isinstance(value, list) and len(value) == 2:
+            library, class_name = value
+            kwargs[name] = None if library is None else \
+                getattr(importlib.import_module(library), class_name).from_pretrained(folder / name)
+        else:
+            kwargs[name] = value
+    return pipeline_class(**kwargs)
+
+
+def _model_index(path: str) -> dict:
+    """A pipeline's model_index.json (local folder, or a Hub id through the hub cache); {} when unreadable."""
+    file = Path(path) / "model_index.json"
+    if not file.exists() and looks_like_hub_id(path):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            file = Path(hf_hub_download(path, "model_index.json"))
+        except Exception:  # noqa: BLE001  (from_pretrained reports what is wrong with the id)
+            return {}
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite: bool) -> None:
@@ -207,6 +252,8 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
             from .families import family_of
 
             family_of(result.pipeline).save_lora(tmp, result.lora_state_dict)
+        if metadata.get("custom_pipeline"):  # the pipeline's own code travels with it (stock diffusers loads it)
+            _add_custom_pipeline_code(tmp, *metadata["custom_pipeline"])
         for name, tensors in result.extra_tensors.items():  # e.g. Dark Miner's mined embeddings
             from safetensors.torch import save_file
 
@@ -226,6 +273,27 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def custom_pipeline_class(module: str, class_name: str):
+    """igmu_hf's own copy of a custom pipeline class (``pipelines/<x>/pipeline_<x>.py``, installed as
+    ``igmu_hf.pipelines.<x>``), or a ValueError for code igmu_hf does not ship."""
+    name = module.removeprefix("pipeline_")
+    try:
+        mod = importlib.import_module(f"igmu_hf.pipelines.{name}.{module}")
+        return getattr(mod, class_name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"The pipeline's model_index.json names custom code {module}.py:{class_name}, which "
+                         f"igmu_hf does not ship; igmu_hf never runs code from a model folder. Load it yourself with "
+                         f"DiffusionPipeline.from_pretrained(..., trust_remote_code=True) if you trust it.") from None
+
+
+def _add_custom_pipeline_code(folder: Path, module: str, class_name: str) -> None:
+    cls = custom_pipeline_class(module, class_name)
+    shutil.copy2(importlib.import_module(cls.__module__).__file__, folder / f"{module}.py")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = [module, class_name]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def _previous_run_path(out: Path) -> Path:

@@ -145,6 +145,7 @@ def output_folder(path: str | os.PathLike, command: str, overwrite: bool = False
     with folder_lock(out, command):
         _check_contents(claim, overwrite)
         out.mkdir(parents=True, exist_ok=True)
+        claim.save_record()  # at once: a run killed later is still known as this command's
         _HELD[claim.path] = claim
         try:
             yield claim
@@ -164,7 +165,11 @@ def _check_contents(claim: OutputFolder, overwrite: bool) -> None:
             record = json.loads((out / RECORD_FILE).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             record = {}
-    claim.written = set(record.get("written", ())) & set(entries)
+    # ours: what the record lists, and what the recorded command's outputs are named (a run killed before it could
+    # update the record leaves its images behind; the record was written when it claimed the folder)
+    patterns = COMMAND_OUTPUTS.get(record.get("command"), ())
+    claim.written = (set(record.get("written", ())) | {e for e in entries if any(fnmatch.fnmatch(e, p)
+                                                                                 for p in patterns)}) & set(entries)
     claim.kept = set(record.get("kept", ())) & set(entries)
     foreign = [e for e in entries if e not in claim.written and e not in claim.kept]
     if overwrite:

@@ -25,11 +25,13 @@ def check_token_length(tokenizer, text: str, name: str = "concept") -> None:
 
 
 def check_config_texts(tokenizer, config) -> None:
-    """:func:`check_token_length` on every string (and list of strings) field of a method config: concepts and
-    prompts, before any work."""
+    """:func:`check_token_length` on the concept and prompt fields of a method config (every string or list of
+    strings whose name says ``concept`` or ``prompt``), before any work."""
     from dataclasses import fields
 
     for f in fields(config):
+        if not any(word in f.name for word in ("concept", "prompt")):
+            continue
         value = getattr(config, f.name)
         for text in ([value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []):
             if isinstance(text, str) and text.strip():
@@ -61,6 +63,11 @@ def check_concept_in_vocab(tokenizer, concept: str) -> None:
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
     """Per-token text-encoder states ``(N, model_max_length, hidden)`` as the pipeline computes them."""
+    return prompt_states(tokenizer, text_encoder, prompts)
+
+
+def prompt_states(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """:func:`encode_prompts` with gradients (for methods that train the text encoder)."""
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids.to(text_encoder.device)
     return text_encoder(ids)[0]

@@ -33,6 +33,15 @@ from .checkpointing import check_same_config, load_checkpoint, resolve_checkpoin
 logger = logging.getLogger(__name__)
 
 
+def process_state():
+    """The accelerate ``PartialState`` of this launch. CPU processes (torchrun with ``ACCELERATE_USE_CPU=1``) must
+    say so: without a GPU, a plain ``PartialState()`` is one process, and being a singleton it would stay so."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 class SegmentClock:
     """Wall time of one unlearning run: this segment's plus what the checkpoint it resumed from had recorded."""
 

@@ -2,7 +2,8 @@
 and judge threshold goes through :func:`check_number`, so NaN, ±Infinity and out-of-range values are refused with
 the field's name before any work (``NaN <= 0`` is False, so ad-hoc ``if x <= 0`` checks let NaN through).
 
-Ranges come from the field's ``metadata["range"]`` when it declares one, else from :data:`RANGE_RULES`, which
+Ranges come from the config class's ``field_ranges`` (``{name: (low, high, low_inclusive)}``) when it names the
+field, else from :data:`RANGE_RULES`, which
 gives each family of names the range its meaning implies (learning rates > 0, step counts ≥ 1, probabilities and
 thresholds in [0, 1] ...). A numeric field no rule names is only required to be finite.
 """
@@ -19,7 +20,6 @@ from typing import Any
 RANGE_RULES: tuple[tuple[str, float | None, float | None, bool], ...] = (
     (r"seed|image_seed_offset|max_edit_retries", 0, None, True),
     (r"(.*_)?(threshold|strength|prob|probability|ratio|rate|conf|iou)", 0, 1, True),
-    (r"tau", 0, 1, False),
     (r"(.*_)?(lr|learning_rate|lr_decayed)|beta|lamb|uce_lamb|base_lambda|erase_scale|eta|(.*_)?max_grad_norm",
      0, None, False),
     (r"num_.*|.*_steps|.*_size|.*epochs|.*_epoch|iterations|generations|(lora_)?rank|lora_alpha|max_.*|.*_images"
@@ -62,15 +62,22 @@ def range_for(name: str) -> tuple[float | None, float | None, bool] | None:
     return None
 
 
+def declared_range(config_class: type, name: str) -> tuple[float | None, float | None, bool] | None:
+    """The range of field ``name``: the class's ``field_ranges`` entry (a ClassVar; dataclass metadata would reach
+    argparse through HfArgumentParser), else :func:`range_for`."""
+    ranges = getattr(config_class, "field_ranges", {}) or {}
+    return ranges[name] if name in ranges else range_for(name)
+
+
 def check_config_numbers(config: Any) -> None:
     """Check every numeric value of a config dataclass (lists and dicts of numbers too) with :func:`check_number`:
-    finite always; within the field's declared ``metadata["range"]`` or its :data:`RANGE_RULES` range."""
+    finite always; within the class's ``field_ranges`` entry for it or its :data:`RANGE_RULES` range."""
     if not is_dataclass(config):
         raise TypeError(f"check_config_numbers takes a dataclass instance, got {type(config).__name__}.")
     owner = type(config).__name__
     for f in fields(config):
         value = getattr(config, f.name)
-        rule = f.metadata.get("range") or range_for(f.name)
+        rule = declared_range(type(config), f.name)
         for label, v in _numbers(f"{owner}.{f.name}", value):
             low, high, inclusive = rule if rule is not None and label == f"{owner}.{f.name}" else (None, None, True)
             check_number(label, v, low, high, inclusive)

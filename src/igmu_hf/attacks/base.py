@@ -204,10 +204,8 @@ class Attack:
             output_dir: where ``outcomes.jsonl``, ``summary.json`` and the images go; a run finds the outcomes
                 already there and resumes after them (same config only).
         """
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
-
         from ..taxonomy import TaskSpec, categorize
+        from ..training import process_state
 
         from ..families import family_of
 
@@ -236,8 +234,7 @@ class Attack:
             logger.warning("%s; the %s attack does not need them to match, but check the pair is right.",
                            tokenizer_note, self.config.attack)
 
-        # CPU processes (torchrun with ACCELERATE_USE_CPU=1) must say so: without a GPU, PartialState() is 1 process
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+        state = process_state()
         out = Path(output_dir) if output_dir else None
         done: dict[int, AttackOutcome] = {}
         if out is not None:

@@ -4,6 +4,7 @@ import platform
 
 from .base import (MethodConfig, TrainedUnlearner, Unlearner, UnlearnResult, get_method, list_methods,
                    register_method)
+from .advunlearn import AdvUnlearnConfig, AdvUnlearnUnlearner
 from .conceptprune import ConceptPruneConfig, ConceptPruneUnlearner
 from .darkminer import DarkMinerConfig, DarkMinerUnlearner
 from .duo import DUOConfig, DUOUnlearner
@@ -11,6 +12,7 @@ from .esd import ESDConfig, ESDUnlearner
 from .fmn import FMNConfig, FMNUnlearner
 from .mace import MACEConfig, MACEUnlearner
 from .rece import RECEConfig, RECEUnlearner
+from .sld import SLDConfig, SLDUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
 
@@ -32,4 +34,5 @@ __all__ = ["MethodConfig", "Unlearner", "TrainedUnlearner", "UnlearnResult", "ge
            "UCEConfig", "UCEUnlearner", "DUOConfig", "DUOUnlearner", "DarkMinerConfig", "DarkMinerUnlearner",
            "ESDConfig", "ESDUnlearner", "RECEConfig", "RECEUnlearner",
            "ConceptPruneConfig", "ConceptPruneUnlearner", "FMNConfig", "FMNUnlearner",
-           "MACEConfig", "MACEUnlearner", "library_versions"]
+           "MACEConfig", "MACEUnlearner", "SLDConfig", "SLDUnlearner",
+           "AdvUnlearnConfig", "AdvUnlearnUnlearner", "library_versions"]

@@ -188,6 +188,7 @@ class Unlearner:
 
         with run_clock() as clock:  # a resumed run adds the time its checkpoint recorded
             edited = self._unlearn(pipeline)
+            pipeline = self.wrap_pipeline(pipeline)
             runtime = clock.elapsed()
         from ..families import family_of
 
@@ -199,7 +200,18 @@ class Unlearner:
         return UnlearnResult(pipeline, self.config, edited, count, total, runtime, self.technique,
                              extra={"multi_concept": self.multi_concept, "model_family": family.name,
                                     "edited_components": components, "reference_code": self.reference_code,
-                                    "deviations": list(self.deviations)}, artifact_kind=self.artifact_kind)
+                                    "deviations": list(self.deviations), **self.extra_metadata(pipeline)},
+                             artifact_kind=self.artifact_kind)
+
+    def wrap_pipeline(self, pipeline):
+        """The pipeline the result holds: ``pipeline`` itself (edited in place) unless the method's artifact is a
+        custom pipeline class (SLD)."""
+        return pipeline
+
+    def extra_metadata(self, pipeline) -> dict[str, Any]:
+        """Method-specific entries of ``igmu_run.json`` (e.g. ``custom_pipeline``: [module file, class] of a custom
+        pipeline from ``igmu_hf.pipelines``, copied into the saved folder)."""
+        return {}
 
     def _unlearn(self, pipeline) -> list[str]:
         """Edit ``pipeline`` in place; return the names of the parameters that were changed: the denoiser's as they

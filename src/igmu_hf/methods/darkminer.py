@@ -29,6 +29,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from typing import Any, Callable
 
 import torch
@@ -65,6 +66,7 @@ class DarkMinerConfig(MethodConfig):
     mining_decay_epoch: int = field(default=500, metadata={"help": "Epoch of the mining lr decay."})
     mining_max_grad_norm: float = field(default=10.0, metadata={"help": "Gradient-norm clip of mining."})
     tau: float = field(default=0.2, metadata={"help": "τ: stop when the verification score s(c) < τ."})
+    field_ranges: ClassVar[dict] = {"tau": (-1, 1, True)}  # a cosine-similarity threshold
     current_embedding_prob: float = field(default=0.7, metadata={
         "help": "r: probability that circumventing uses this loop's embedding (else a random older one)."})
     circumvent_epochs: int = field(default=1000, metadata={"help": "Optimisation steps of circumventing."})

@@ -36,4 +36,6 @@ def efficiency_from_run(run: Mapping | str | Path) -> dict:
             "edited_parameter_share": run["edited_parameter_count"] / run["total_parameter_count"],
             "edited_parameter_count": int(run["edited_parameter_count"]), "technique": run.get("technique", ""),
             "multi_concept": multi, "method": run.get("method"), "num_processes": run.get("extra", {}).get(
-                "num_processes") if isinstance(run.get("extra"), Mapping) else None}
+                "num_processes") if isinstance(run.get("extra"), Mapping) else None,
+            # inference-time methods (SLD): what they cost at every generation, e.g. UNet rows per step vs stock 2
+            "inference_cost": run.get("inference_cost")}

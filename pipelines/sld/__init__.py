@@ -1,0 +1,1 @@
+"""Safe Latent Diffusion (inference-time safety guidance): ``pipeline_sld.py``."""
