@@ -71,15 +71,13 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
     unlearner_cls = get_method(config.method)
     world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
     base = pretrained_model_name_or_path or world.default_pretrained_model_name_or_path()
-    check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work
     if unlearner_cls.trained:
         from accelerate import Accelerator
 
         accelerator = accelerator or Accelerator()
     main = accelerator is None or accelerator.is_main_process
     with folder_lock(output_dir, "unlearn") if main else nullcontext():  # a second run on the folder stops here
-        if main:
-            check_output_dir(output_dir, config.config_hash(), overwrite)  # a run that finished while we waited
+        check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work, under the lock
         return _unlearn_and_save(unlearner_cls, config, output_dir, base, world, accelerator, data_dir,
                                  checkpointing_steps, checkpoints_total_limit, resume_from_checkpoint, overwrite,
                                  progress)

@@ -116,12 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output_flag(path: str) -> None:
-    from .outputs import check_writable_dir
-
-    check_writable_dir(path)
-
-
 def cmd_categorize(args) -> int:
     from .taxonomy import categorize
 
@@ -149,7 +143,6 @@ def cmd_unlearn(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    _check_output_flag(args.output_dir)
     attack_kwargs = json_arg("--attack_kwargs", args.attack_kwargs)
     kwargs = {}
     for key in ("forget_prompts", "unrelated_prompts"):
@@ -170,7 +163,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_attack(args) -> int:
-    _check_output_flag(args.output_dir)
     attack_kwargs = json_arg("--attack_kwargs", args.attack_kwargs)
     prompts = read_prompts(args.prompts_file) if args.prompts_file else None
     if args.threshold is not None:
@@ -206,8 +198,9 @@ def cmd_publish(args) -> int:
 
 def cmd_convert_yolo(args) -> int:
     from .detectors.yolo import convert_yolo
+    from .outputs import check_writable_dir
 
-    _check_output_flag(args.output_dir)
+    check_writable_dir(args.output_dir)
     folder = convert_yolo(args.source, args.output_dir, trust_pickle=args.trust_pickle)
     print(f"Saved {folder} (safetensors); pass it as --yolo {args.output_dir}.")
     return 0

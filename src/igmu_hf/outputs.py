@@ -46,9 +46,6 @@ class OutputFolder:
     written: set[str] = field(default_factory=set)
     kept: set[str] = field(default_factory=set)  # the user's files it was told (--overwrite) to write beside
 
-    def patterns(self) -> tuple[str, ...]:
-        return COMMAND_OUTPUTS.get(self.command, ())
-
     def save_record(self) -> None:
         """Record which top-level entries igmu_hf wrote (those the commands' patterns name and that exist now)."""
         if not self.path.is_dir():
@@ -89,7 +86,7 @@ def lock_path(folder: Path) -> Path:
 def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (a file beside it) for the block; another process holding it -> a clear
     error at once, not a wait. Re-entrant within a process (a demo's evaluate runs inside the demo's lock)."""
-    folder = Path(folder).absolute()
+    folder = check_writable_dir(folder).absolute()
     if folder in _LOCKS:
         yield
         return

@@ -18,6 +18,7 @@ that folder alone in the original pipeline (``CLIPTextModel.from_pretrained(dir,
 unlearned model, as in the authors' model zoo.
 """
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -122,7 +123,7 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
 
         cfg: AdvUnlearnConfig = self.config
         family = family_of(pipeline)
-        self.check_concepts(pipeline, [p for p in cfg.retain_prompts])
+        self.check_concepts(pipeline, cfg.retain_prompts)
         run = TrainingRun({**cfg.to_dict(), "family": family.name}, self.accelerator, progress=self.progress,
                           resumable_changes=("iterations",), **self.train_kwargs)
         run.check_divisible("train batch (AdvUnlearn trains on batch 1)", 1)
@@ -154,8 +155,6 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
 
         def eps(z, t, states):
             return family.predict(unet, z, torch.full((len(z),), t, device=dev), Conditioning(states))
-
-        import time
 
         te.train()
         for it in run.steps(first, cfg.iterations, "AdvUnlearn"):
