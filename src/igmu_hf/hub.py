@@ -150,8 +150,12 @@ def _load_custom_pipeline(path: str, index: dict, pipeline_class):
             continue
         if isinstance(value, list) and len(value) == 2:
             library, class_name = value
-            kwargs[name] = None if library is None else \
-                getattr(importlib.import_module(library), class_name).from_pretrained(folder / name)
+            if library is None:
+                kwargs[name] = None
+            else:  # a component defined by the pipeline's own code (Receler's erasers): igmu_hf's copy of it
+                owner = importlib.import_module(custom_pipeline_class(library, class_name).__module__) \
+                    if library == index["_class_name"][0] else importlib.import_module(library)
+                kwargs[name] = getattr(owner, class_name).from_pretrained(folder / name)
         else:
             kwargs[name] = value
     return pipeline_class(**kwargs)
@@ -289,10 +293,17 @@ def custom_pipeline_class(module: str, class_name: str):
 
 
 def _add_custom_pipeline_code(folder: Path, module: str, class_name: str) -> None:
+    """Copy the pipeline's code file to the folder's root, and into the folder of every component whose class it
+    defines (Receler's erasers), naming it in ``model_index.json`` as stock diffusers' custom code expects."""
     cls = custom_pipeline_class(module, class_name)
-    shutil.copy2(importlib.import_module(cls.__module__).__file__, folder / f"{module}.py")
+    code = importlib.import_module(cls.__module__).__file__
+    shutil.copy2(code, folder / f"{module}.py")
     index = json.loads((folder / "model_index.json").read_text())
     index["_class_name"] = [module, class_name]
+    for name, value in index.items():
+        if isinstance(value, list) and len(value) == 2 and value[0] == cls.__module__:
+            shutil.copy2(code, folder / name / f"{module}.py")
+            index[name] = [module, value[1]]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 

@@ -5,14 +5,19 @@ import platform
 from .base import (MethodConfig, TrainedUnlearner, Unlearner, UnlearnResult, get_method, list_methods,
                    register_method)
 from .advunlearn import AdvUnlearnConfig, AdvUnlearnUnlearner
+from .ca import CAConfig, CAUnlearner
 from .conceptprune import ConceptPruneConfig, ConceptPruneUnlearner
 from .darkminer import DarkMinerConfig, DarkMinerUnlearner
+from .doco import DoCoConfig, DoCoUnlearner
 from .duo import DUOConfig, DUOUnlearner
 from .esd import ESDConfig, ESDUnlearner
 from .fmn import FMNConfig, FMNUnlearner
 from .mace import MACEConfig, MACEUnlearner
 from .rece import RECEConfig, RECEUnlearner
+from .receler import RecelerConfig, RecelerUnlearner
+from .salun import SalUnConfig, SalUnUnlearner
 from .sld import SLDConfig, SLDUnlearner
+from .spm import SPMConfig, SPMUnlearner
 from .uce import UCEConfig, UCEUnlearner
 
 
@@ -35,4 +40,7 @@ __all__ = ["MethodConfig", "Unlearner", "TrainedUnlearner", "UnlearnResult", "ge
            "ESDConfig", "ESDUnlearner", "RECEConfig", "RECEUnlearner",
            "ConceptPruneConfig", "ConceptPruneUnlearner", "FMNConfig", "FMNUnlearner",
            "MACEConfig", "MACEUnlearner", "SLDConfig", "SLDUnlearner",
-           "AdvUnlearnConfig", "AdvUnlearnUnlearner", "library_versions"]
+           "AdvUnlearnConfig", "AdvUnlearnUnlearner", "CAConfig", "CAUnlearner",
+           "SalUnConfig", "SalUnUnlearner", "SPMConfig", "SPMUnlearner",
+           "DoCoConfig", "DoCoUnlearner", "RecelerConfig", "RecelerUnlearner",
+           "library_versions"]

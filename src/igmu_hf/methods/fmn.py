@@ -91,12 +91,14 @@ def concept_positions(tokenizer, prompt: str, concept: str, use_pooler: bool = T
 
 class AttentionProbabilities:
     """Record the cross-attention probabilities of ``attn2`` layers (diffusers' classic ``AttnProcessor``, whose
-    ``attn.get_attention_scores`` is wrapped per layer); ``restore()`` puts the original processors back."""
+    ``attn.get_attention_scores`` is wrapped per layer) while ``active``; ``restore()`` puts the original processors
+    back."""
 
     def __init__(self, denoiser):
         from diffusers.models.attention_processor import AttnProcessor
 
         self.probs: list[torch.Tensor] = []
+        self.active = True
         self.layers = {n: m for n, m in denoiser.named_modules() if n.endswith("attn2")}
         if not self.layers:
             raise ValueError("The denoiser has no cross-attention (attn2) layers to re-steer.")
@@ -107,7 +109,8 @@ class AttentionProbabilities:
 
             def record(*args, _original=original, **kwargs):
                 p = _original(*args, **kwargs)
-                self.probs.append(p)
+                if self.active:
+                    self.probs.append(p)
                 return p
 
             m.get_attention_scores = record

@@ -1,0 +1,1 @@
+"""Receler (erasers after each cross-attention): ``pipeline_receler.py``."""
