@@ -216,7 +216,13 @@ class ModelFamily:
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
-        return convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+        peft_format = get_peft_model_state_dict(denoiser)
+        converted = convert_state_dict_to_diffusers(peft_format)
+        if any(".lora_A." in k or ".lora_B." in k for k in converted):
+            # diffusers converts only attention projections: a LoRA on other layers (SPM's proj_in/ff) would be saved
+            # half converted, and load_lora_weights would skip the converted half. peft's keys load as they are.
+            return peft_format
+        return converted
 
     def save_lora(self, directory, state_dict: dict[str, torch.Tensor]) -> None:
         """Write ``pytorch_lora_weights.safetensors`` that the family's stock pipeline loads with

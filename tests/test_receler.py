@@ -1,0 +1,94 @@
+"""Receler: fresh erasers are the identity (zero-initialised up-projection) and trained ones change only the eraser
+component; the saved custom pipeline loads with stock diffusers (trust_remote_code) and with igmu_hf to the same
+images; the concept mask is the normalised attention of the concept tokens; a killed run resumes to the
+uninterrupted erasers; bad settings are refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from igmu_hf.api import run_unlearn
+from igmu_hf.hub import load_pipeline
+from igmu_hf.methods import RecelerConfig, RecelerUnlearner
+from igmu_hf.methods.receler import concept_masks, cross_attention_layers
+from igmu_hf.pipelines.receler.pipeline_receler import RecelerErasers, RecelerPipeline
+
+FAST = {"iterations": 5, "ddim_steps": 5, "lr": 3e-3, "adversarial_tokens": 2, "attack_steps": 2,
+        "warmup_iterations": 2}
+KWARGS = dict(num_inference_steps=8, guidance_scale=5.0, output_type="np")
+PROMPTS = ["a red circle", "a blue square"]
+
+
+def _draw(pipe):
+    return pipe(PROMPTS, generator=[torch.Generator().manual_seed(i) for i in range(2)], **KWARGS).images
+
+
+@pytest.fixture(scope="module")
+def receler_run(tmp_path_factory):
+    return run_unlearn("receler", ["circle"], str(tmp_path_factory.mktemp("rec") / "receler"), method_kwargs=FAST)
+
+
+def test_fresh_erasers_are_the_identity(mini_pipeline):
+    layers, dims = cross_attention_layers(mini_pipeline.unet)
+    base = load_pipeline()
+    parts = {k: base.components[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    erased = RecelerPipeline(**parts, eraser=RecelerErasers(layers, dims, 16))
+    erased.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(_draw(erased), _draw(mini_pipeline))
+
+
+def test_saved_pipeline_loads_with_stock_diffusers_and_igmu_hf_alike(receler_run, mini_pipeline):
+    from diffusers import DiffusionPipeline
+
+    folder, result = receler_run
+    assert result.artifact_kind == "custom pipeline"
+    assert all(n.startswith("eraser.") for n in result.edited_parameters)
+    ours = load_pipeline(str(folder))
+    for (k, a), b in zip(ours.unet.state_dict().items(), mini_pipeline.unet.state_dict().values()):
+        assert torch.equal(a, b), k  # the UNet is the original's
+    stock = DiffusionPipeline.from_pretrained(str(folder), trust_remote_code=True)
+    stock.set_progress_bar_config(disable=True)
+    assert type(stock).__name__ == "RecelerPipeline" and type(stock).__module__ != RecelerPipeline.__module__
+    a, b = _draw(stock), _draw(ours)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - _draw(mini_pipeline)).max() > 1e-3  # the erasers act
+    assert result.extra["training"]["inner_attack_seconds"] > 0
+
+
+def test_concept_mask_is_the_thresholded_normalised_concept_attention():
+    g = torch.Generator().manual_seed(0)
+    heads, queries, keys = 2, 5, 6
+    probs = torch.rand(1 * heads, queries, keys, generator=g).softmax(-1)
+    positions = torch.zeros(1, keys, dtype=torch.bool)
+    positions[0, [2, 3]] = True
+    mask = concept_masks([probs], positions, 0.5)[0]
+    expected = []
+    for q in range(queries):  # by hand: mean over heads and the two concept tokens, then min-max over queries
+        expected.append(sum(float(probs[h, q, k]) for h in range(heads) for k in (2, 3)) / 4)
+    lo, hi = min(expected), max(expected)
+    assert mask[0].tolist() == [float((e - lo) / (hi - lo) > 0.5) for e in expected]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_erasers(receler_run, tmp_path, crash_at):
+    _, result = receler_run
+    cfg = RecelerConfig(concepts=["circle"], **FAST)
+    with pytest.raises(crash_at.Crash):
+        RecelerUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
+                         callback=crash_at(3)).unlearn(load_pipeline())
+    resumed = RecelerUnlearner(cfg, output_dir=str(tmp_path / "c"), resume_from_checkpoint="latest",
+                               progress=False).unlearn(load_pipeline())
+    for (k, a), b in zip(resumed.pipeline.eraser.state_dict().items(), result.pipeline.eraser.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+
+
+def test_bad_settings_and_families_are_refused():
+    from igmu_hf.tiny_pipelines import tiny_pipeline
+
+    with pytest.raises(ValueError, match="mask_threshold"):
+        RecelerConfig(concepts=["circle"], mask_threshold=1.5)
+    with pytest.raises(ValueError, match="adversarial_tokens"):
+        RecelerConfig(concepts=["circle"], adversarial_tokens=-1)
+    with pytest.raises(ValueError, match="Receler"):
+        RecelerUnlearner(RecelerConfig(concepts=["church"])).unlearn(tiny_pipeline("sdxl"))
+    with pytest.raises(ValueError, match="no module"):
+        RecelerErasers(["down_blocks.9.attn2"], [8], 4).attach(load_pipeline().unet)

@@ -1,0 +1,112 @@
+"""SalUn and SPM: SalUn's mask keeps the largest saliencies and training changes no weight outside it; SPM's
+membrane is rank 1 on the transformer blocks' Linear and Conv layers, its timestep is the authors', and its LoRA file
+loaded by stock diffusers into the original pipeline draws the unlearned model's images; killed runs resume to the
+uninterrupted weights; bad settings are refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from igmu_hf.api import run_unlearn
+from igmu_hf.hub import load_pipeline
+from igmu_hf.methods import SalUnConfig, SalUnUnlearner, SPMConfig, SPMUnlearner
+from igmu_hf.methods.salun import saliency_mask
+from igmu_hf.methods.spm import spm_timestep, transformer_block_modules
+
+FAST_SALUN = {"num_images": 4, "num_train_epochs": 2, "train_batch_size": 2, "learning_rate": 1e-4,
+              "num_inference_steps": 8}
+FAST_SPM = {"iterations": 6, "ddim_steps": 6, "lr": 1e-2, "anchor_batch_size": 2}
+
+
+def test_saliency_mask_keeps_the_largest_gradients_under_one_threshold():
+    g = torch.Generator().manual_seed(0)
+    grads = {"a": torch.randn(10, 7, generator=g), "b": torch.randn(31, generator=g) * 3}
+    mask = saliency_mask(grads, 0.3)
+    values = np.concatenate([grads[k].abs().flatten().numpy() for k in grads])
+    kept = np.concatenate([mask[k].flatten().numpy() for k in grads]).astype(bool)
+    assert kept.sum() == round(0.3 * values.size)
+    assert values[kept].min() > values[~kept].max()
+
+
+def test_salun_changes_no_weight_outside_half_of_the_unet(tmp_path):
+    cfg = SalUnConfig(concepts=["circle"], retain_prompts=["a red square", "a blue star"], **FAST_SALUN)
+    original = load_pipeline().unet.state_dict()
+    result = SalUnUnlearner(cfg, progress=False).unlearn(load_pipeline())
+    after = result.pipeline.unet.state_dict()
+    changed = sum(int((after[k] != original[k]).sum()) for k in original)
+    total = sum(v.numel() for v in original.values())
+    stats = result.extra["training"]
+    assert abs(stats["masked_share"] - 0.5) < 0.01
+    assert 0 < changed <= stats["masked_share"] * total
+    assert stats["steps"] == 2 * 2 and stats["forget_images"] == 4 and stats["retain_images"] == 4
+
+
+def test_salun_resumes_to_the_uninterrupted_weights(tmp_path, crash_at):
+    cfg = SalUnConfig(concepts=["circle"], retain_prompts=["a red square"], **FAST_SALUN)
+    full = SalUnUnlearner(cfg, progress=False).unlearn(load_pipeline())
+    with pytest.raises(crash_at.Crash):
+        SalUnUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
+                       callback=crash_at(2)).unlearn(load_pipeline())
+    resumed = SalUnUnlearner(cfg, output_dir=str(tmp_path / "c"), resume_from_checkpoint="latest",
+                             progress=False).unlearn(load_pipeline())
+    for (k, a), b in zip(resumed.pipeline.unet.state_dict().items(), full.pipeline.unet.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+
+
+def test_spm_timestep_is_the_authors_index_into_a_1000_step_schedule():
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(1000)
+    for k in (1, 7, 49):
+        assert spm_timestep(k, 50, 1000) == int(sched.timesteps[int(k * 1000 / 50)])
+
+
+@pytest.fixture(scope="module")
+def spm_run(tmp_path_factory):
+    return run_unlearn("spm", ["circle"], str(tmp_path_factory.mktemp("spm") / "spm"), method_kwargs=FAST_SPM)
+
+
+def test_spm_membrane_is_a_rank_one_lora_stock_diffusers_loads(spm_run, mini_pipeline):
+    folder, result = spm_run
+    assert result.artifact_kind == "LoRA adapter"
+    downs = {k: v for k, v in result.lora_state_dict.items() if "lora_A" in k or "lora.down" in k}
+    assert downs and all(v.shape[0] == 1 for v in downs.values())
+    targets = transformer_block_modules(mini_pipeline.unet)
+    assert any(t.endswith("proj_in") for t in targets) and any(t.endswith("ff.net.2") for t in targets)
+    assert len(downs) == len(targets)  # every Linear/Conv of the transformer blocks, nothing else
+    original = load_pipeline()
+    original.load_lora_weights(str(folder))
+    kwargs = dict(num_inference_steps=8, guidance_scale=5.0, output_type="np")
+    prompts = ["a red circle", "a blue square"]
+    a = original(prompts, generator=[torch.Generator().manual_seed(i) for i in range(2)], **kwargs).images
+    b = load_pipeline(str(folder))(prompts, generator=[torch.Generator().manual_seed(i) for i in range(2)],
+                                   **kwargs).images
+    c = mini_pipeline(prompts, generator=[torch.Generator().manual_seed(i) for i in range(2)], **kwargs).images
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-4)
+    assert np.abs(b - c).max() > 1e-3
+
+
+def test_spm_resumes_to_the_uninterrupted_membrane(spm_run, tmp_path, crash_at):
+    _, result = spm_run
+    cfg = SPMConfig(concepts=["circle"], **FAST_SPM)
+    with pytest.raises(crash_at.Crash):
+        SPMUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
+                     callback=crash_at(4)).unlearn(load_pipeline())
+    resumed = SPMUnlearner(cfg, output_dir=str(tmp_path / "c"), resume_from_checkpoint="latest",
+                           progress=False).unlearn(load_pipeline())
+    for k, v in result.lora_state_dict.items():
+        torch.testing.assert_close(resumed.lora_state_dict[k], v, rtol=0, atol=1e-6, msg=k)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="mask_ratio"):
+        SalUnConfig(concepts=["circle"], retain_prompts=["a square"], mask_ratio=1.5)
+    with pytest.raises(ValueError, match="retain_prompts"):
+        SalUnConfig(concepts=["circle"])
+    with pytest.raises(ValueError, match="train_method"):
+        SalUnConfig(concepts=["circle"], retain_prompts=["a square"], train_method="some")
+    with pytest.raises(ValueError, match="ddim_steps"):
+        SPMConfig(concepts=["circle"], ddim_steps=1)
+    with pytest.raises(ValueError, match="anchor_strength"):
+        SPMConfig(concepts=["circle"], anchor_strength=-1.0)
