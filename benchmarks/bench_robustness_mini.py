@@ -1,7 +1,7 @@
 """Forgetting and UnlearnDiffAtk robustness of several methods on the mini world, on the same prompts and seeds as
 the method comparison of ``tests/test_methods_mini.py`` (6 circle prompts, fast preset), plus each run's cost.
 
-    python benchmarks/bench_robustness_mini.py                         # uce, duo, darkminer, sld, advunlearn
+    python benchmarks/bench_robustness_mini.py      # uce, duo, darkminer and every Baselines II method
     python benchmarks/bench_robustness_mini.py --methods sld,advunlearn --set advunlearn:iterations=300
 
 One JSON line per method: MultClf forgetting rate of circle (3 images per prompt), the largest move of another
@@ -17,7 +17,7 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", default="uce,duo,darkminer,sld,advunlearn")
+    parser.add_argument("--methods", default="uce,duo,darkminer,sld,advunlearn,receler,spm,doco,salun,ca")
     parser.add_argument("--target", default="circle")
     parser.add_argument("--set", action="append", default=[], help="METHOD:FIELD=JSON over the mini preset.")
     args = parser.parse_args()

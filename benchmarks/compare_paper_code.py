@@ -8,6 +8,9 @@ every edited projection, and our edit time as a ratio of theirs.
 
 - ``uce``: ``train-scripts/train_erase.py`` at f7222e6, its ``edit_model`` (technique 'replace', λ = 0.5,
   erase_scale 1, the preserve set ``[''] + preserve`` and s_p = max(0.1, 1/|that set|), as its ``__main__`` does).
+- ``receler``: ``receler/concept_reg.py`` at 3ccedc9, its ``get_mask``, on the cross-attention maps the mini UNet
+  records for a concept prompt (SD1.4's 16×16 rule made the mini UNet's 4×4 for both): the share of mask entries
+  that differ, per layer.
 """
 
 import argparse
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 
-def paper_function(repo: str, commit: str, path: str, name: str):
+def paper_function(repo: str, commit: str, path: str, name: str, namespace: dict | None = None):
     """The function ``name`` of ``path`` at ``commit`` in the fetched repository, compiled alone (the module's
     top level downloads models)."""
     source = subprocess.run(["git", "--git-dir", _git_dir(repo), "show", f"{commit}:{path}"], check=True,
@@ -28,7 +31,7 @@ def paper_function(repo: str, commit: str, path: str, name: str):
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
     import torch
 
-    namespace = {"torch": torch, "copy": copy, "ast": ast}
+    namespace = {"torch": torch, "copy": copy, "ast": ast, **(namespace or {})}
     exec(compile(ast.Module([node], type_ignores=[]), f"{path}@{commit}", "exec"), namespace)
     return namespace[name]
 
@@ -65,12 +68,59 @@ def compare_uce(repo: str, concept: str = "church", preserve=("a photo of a dog"
             "time_ratio_ours_over_theirs": t_ours / t_theirs}
 
 
+def compare_receler(repo: str, concept: str = "circle") -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    from igmu_hf.families import family_of
+    from igmu_hf.hub import load_pipeline
+    from igmu_hf.methods.fmn import AttentionProbabilities, concept_positions
+    from igmu_hf.methods.receler import concept_masks, mask_size
+
+    pipe = load_pipeline()
+    unet, size = pipe.unet, mask_size(pipe.unet)
+    src = subprocess.run(["git", "--git-dir", _git_dir(repo), "show", "3ccedc9:receler/concept_reg.py"], check=True,
+                         capture_output=True, text=True).stdout
+    src = src.replace("if res != 16:", f"if res != {size}:")  # the mini UNet's quarter-size maps, as ours
+    tree = ast.parse(src)
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_mask")
+    ns = {"torch": torch, "np": np, "F": F, "rearrange": rearrange,
+          "ldm_module_prefix_name": lambda name: name}  # one mask per layer name (theirs: per block, the same maps)
+    exec(compile(ast.Module([node], type_ignores=[]), "concept_reg.py@3ccedc9", "exec"), ns)
+    family = family_of(pipe)
+    rec = AttentionProbabilities(unet)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn((1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size), generator=g)
+    with torch.no_grad():
+        family.predict(unet, z, torch.tensor([500]), family.encode(pipe, [concept]))
+    rec.restore()
+    pos = concept_positions(pipe.tokenizer, concept, concept, use_pooler=False)[None]
+    t0 = time.perf_counter()
+    ours = concept_masks(rec.probs, pos, 0.1, size)
+    t_ours = time.perf_counter() - t0
+    names = [f"layer{i}" for i in range(len(rec.probs))]
+    heads = rec.probs[0].shape[0]
+    maps = {n: p.view(1, heads, *p.shape[1:]) for n, p in zip(names, rec.probs)}
+    word = torch.nonzero(pos[0]).flatten()
+    t0 = time.perf_counter()
+    theirs = ns["get_mask"](maps, word, 0.1)
+    t_theirs = time.perf_counter() - t0
+    differ = [float((o[0] != theirs[n].flatten()).float().mean()) for o, n in zip(ours, names)]
+    return {"method": "receler", "paper_code": "jasper0314-huang/Receler@3ccedc9 receler/concept_reg.py get_mask",
+            "pipeline": "mini", "layers": len(names), "mask_size": size,
+            "max_share_of_mask_entries_that_differ": max(differ),
+            "mask_coverage": float(torch.cat([o.flatten() for o in ours]).mean()),
+            "time_ratio_ours_over_theirs": t_ours / t_theirs}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("method", choices=["uce"])
+    p.add_argument("method", choices=["uce", "receler"])
     p.add_argument("--paper_repo", required=True, help="Fetched snapshot of the authors' repository.")
     args = p.parse_args()
-    print(json.dumps({"uce": compare_uce}[args.method](args.paper_repo)))
+    print(json.dumps({"uce": compare_uce, "receler": compare_receler}[args.method](args.paper_repo)))
 
 
 if __name__ == "__main__":

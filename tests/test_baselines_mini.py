@@ -29,6 +29,9 @@ CASES = [
     pytest.param("rece", "sketch"),
     pytest.param("mace", "circle"),
     pytest.param("mace", "sketch"),
+    pytest.param("ca", "circle"),
+    pytest.param("doco", "circle"),
+    pytest.param("salun", "circle"),
     # measured shortfalls (README, "Baselines"): each preset is the best of the settings searched
     pytest.param("esd", "circle", marks=_shortfall(
         "ESD-x 400 its lr 1e-3 leaves circle at 0.58 (unrelated within 0.08); ESD-u forgets only by wrecking the other "

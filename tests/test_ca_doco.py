@@ -10,7 +10,8 @@ from igmu_hf.methods import CAConfig, CAUnlearner, DoCoConfig, DoCoUnlearner
 from igmu_hf.methods.ca import caption_pairs
 from igmu_hf.methods.doco import PatchDiscriminator, project_conflicting
 
-FAST_CA = {"num_images": 6, "max_train_steps": 30, "learning_rate": 2e-5, "num_inference_steps": 10}
+FAST_CA = {"num_images": 6, "max_train_steps": 30, "learning_rate": 2e-5, "num_inference_steps": 10,
+           "train_batch_size": 4}
 FAST_DOCO = {"num_images": 4, "max_train_steps": 6, "learning_rate": 2e-5, "num_inference_steps": 8,
              "discriminator_layers": 1, "discriminator_channels": 8}
 
@@ -47,7 +48,9 @@ def _gap(pipe, pairs, seed=123):
 
 def test_ca_pulls_the_target_caption_onto_the_anchor_and_trains_its_group():
     cfg = CAConfig(concepts=["circle"], **FAST_CA)
-    assert (cfg.parameter_group, cfg.learning_rate) == ("attn", 2e-5)
+    assert (cfg.parameter_group, cfg.learning_rate) == ("crossattn_kv", 2e-5)  # the authors' cross-attn K/V
+    nudity = CAConfig(concepts=["nudity"])
+    assert (nudity.parameter_group, nudity.learning_rate, nudity.max_train_steps) == ("full", 2e-7, 400)
     pairs = caption_pairs(["circle"], [], None, 4)
     before_pipe = load_pipeline()
     before = _gap(before_pipe, pairs)
@@ -56,7 +59,7 @@ def test_ca_pulls_the_target_caption_onto_the_anchor_and_trains_its_group():
     assert after < 0.5 * before, (before, after)
     changed = {n for (n, a), b in zip(result.pipeline.unet.state_dict().items(), before_pipe.unet.state_dict().values())
                if not torch.equal(a, b)}
-    assert changed and all("attn1." in n or "attn2." in n for n in changed)
+    assert changed and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in changed)
     assert result.extra["training"]["steps"] == 30
 
 

@@ -13,7 +13,7 @@ from igmu_hf.methods import RecelerConfig, RecelerUnlearner
 from igmu_hf.methods.receler import concept_masks, cross_attention_layers
 from igmu_hf.pipelines.receler.pipeline_receler import RecelerErasers, RecelerPipeline
 
-FAST = {"iterations": 5, "ddim_steps": 5, "lr": 3e-3, "adversarial_tokens": 2, "attack_steps": 2,
+FAST = {"iterations": 5, "ddim_steps": 5, "lr": 3e-3, "adversarial_tokens": 4, "attack_steps": 2,
         "warmup_iterations": 2}
 KWARGS = dict(num_inference_steps=8, guidance_scale=5.0, output_type="np")
 PROMPTS = ["a red circle", "a blue square"]
@@ -57,16 +57,18 @@ def test_saved_pipeline_loads_with_stock_diffusers_and_igmu_hf_alike(receler_run
 
 def test_concept_mask_is_the_thresholded_normalised_concept_attention():
     g = torch.Generator().manual_seed(0)
-    heads, queries, keys = 2, 5, 6
-    probs = torch.rand(1 * heads, queries, keys, generator=g).softmax(-1)
+    heads, keys = 2, 6
+    fine = torch.rand(heads, 16, keys, generator=g).softmax(-1)  # a 4x4 layer: the mask is made here
+    coarse = torch.rand(heads, 4, keys, generator=g).softmax(-1)  # a 2x2 layer: it gets the mask resized
     positions = torch.zeros(1, keys, dtype=torch.bool)
     positions[0, [2, 3]] = True
-    mask = concept_masks([probs], positions, 0.5)[0]
-    expected = []
-    for q in range(queries):  # by hand: mean over heads and the two concept tokens, then min-max over queries
-        expected.append(sum(float(probs[h, q, k]) for h in range(heads) for k in (2, 3)) / 4)
-    lo, hi = min(expected), max(expected)
-    assert mask[0].tolist() == [float((e - lo) / (hi - lo) > 0.5) for e in expected]
+    masks = concept_masks([fine, coarse], positions, 0.5, 4)
+    means = [sum(float(fine[h, q, k]) for h in range(heads) for k in (2, 3)) / 4 for q in range(16)]
+    lo, hi = min(means), max(means)
+    expected = [float((m - lo) / (hi - lo) >= 0.5) for m in means]
+    assert masks[0][0].tolist() == expected
+    grid = [expected[r * 4:(r + 1) * 4] for r in range(4)]
+    assert masks[1][0].tolist() == [grid[0][0], grid[0][2], grid[2][0], grid[2][2]]  # nearest: every other row/column
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_erasers(receler_run, tmp_path, crash_at):

@@ -28,10 +28,15 @@ def test_saliency_mask_keeps_the_largest_gradients_under_one_threshold():
     assert values[kept].min() > values[~kept].max()
 
 
-def test_salun_changes_no_weight_outside_half_of_the_unet(tmp_path):
+@pytest.fixture(scope="module")
+def salun_run():
     cfg = SalUnConfig(concepts=["circle"], retain_prompts=["a red square", "a blue star"], **FAST_SALUN)
+    return cfg, SalUnUnlearner(cfg, progress=False).unlearn(load_pipeline())
+
+
+def test_salun_changes_no_weight_outside_half_of_the_unet(salun_run):
+    _, result = salun_run
     original = load_pipeline().unet.state_dict()
-    result = SalUnUnlearner(cfg, progress=False).unlearn(load_pipeline())
     after = result.pipeline.unet.state_dict()
     changed = sum(int((after[k] != original[k]).sum()) for k in original)
     total = sum(v.numel() for v in original.values())
@@ -41,9 +46,8 @@ def test_salun_changes_no_weight_outside_half_of_the_unet(tmp_path):
     assert stats["steps"] == 2 * 2 and stats["forget_images"] == 4 and stats["retain_images"] == 4
 
 
-def test_salun_resumes_to_the_uninterrupted_weights(tmp_path, crash_at):
-    cfg = SalUnConfig(concepts=["circle"], retain_prompts=["a red square"], **FAST_SALUN)
-    full = SalUnUnlearner(cfg, progress=False).unlearn(load_pipeline())
+def test_salun_resumes_to_the_uninterrupted_weights(salun_run, tmp_path, crash_at):
+    cfg, full = salun_run
     with pytest.raises(crash_at.Crash):
         SalUnUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
                        callback=crash_at(2)).unlearn(load_pipeline())
@@ -60,6 +64,17 @@ def test_spm_timestep_is_the_authors_index_into_a_1000_step_schedule():
     sched.set_timesteps(1000)
     for k in (1, 7, 49):
         assert spm_timestep(k, 50, 1000) == int(sched.timesteps[int(k * 1000 / 50)])
+
+
+def test_spm_anchors_are_random_states_at_the_targets_scale():
+    from igmu_hf.methods.spm import sample_anchors
+
+    target = torch.randn(1, 32, 128, generator=torch.Generator().manual_seed(1))
+    anchors = sample_anchors(target, 50, torch.Generator().manual_seed(2))
+    ratios = anchors.flatten(1).norm(dim=1) / target.norm()
+    assert anchors.shape == (50, 32, 128) and float(ratios.min()) >= 0.8 - 1e-5 and float(ratios.max()) <= 1.2 + 1e-5
+    cos = torch.nn.functional.cosine_similarity(anchors.flatten(1), target.flatten(1))
+    assert float(cos.abs().max()) < 0.1  # directions unrelated to the target's
 
 
 @pytest.fixture(scope="module")

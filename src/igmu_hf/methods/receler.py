@@ -1,18 +1,23 @@
 """Receler: Reliable Concept Erasing of Text-to-Image Diffusion Models via Lightweight Erasers (Huang et al., ECCV
 2024). Only the erasers are trained; the UNet is never changed.
 
-The eraser after each cross-attention module: o ← o + E(o), E = up(GELU(down(o))) with 128 hidden units and ``up``
-zero-initialised (``pipelines/receler/pipeline_receler.py``). Each iteration (batch 1, Adam lr 3e-4, 500
-iterations; facts from the paper and ``jasper0314-huang/Receler`` 1b3f4a1, ``train-scripts/train_receler.py``)::
+Facts from the authors' code (``jasper0314-huang/Receler`` 3ccedc9: ``train_receler.py``, ``receler/erasers/``,
+``receler/concept_reg.py``):
 
-    c ~ the concepts;  z = DDIM (η=0, guidance 3) of the erased model on c, stopped at a random step (as ESD)
-    adversarial prompting (every iteration): k = 16 soft tokens p, 50 Adam steps (lr 1e-1) on
-        min_p ‖ε_E(z, t, [p; c]) − ε*(z, t, c)‖²                  (the erasers frozen; ε* = erasers off)
-    L = Σ_{c' ∈ {c, [p; c]}} ‖ε_E(z, t, c') − [ε*(z,t,∅) − η(ε*(z,t,c) − ε*(z,t,∅))]‖²
-        + λ · mean_layers ‖(1 − M_l) ⊙ E_l(o_l)‖²                  (concept-localised regularisation, λ = 0.1)
+- The eraser after each cross-attention module: o ← o + E(o), E = up(GELU(down(o))), 128 hidden units, ``up``
+  zero-initialised (``pipelines/receler/pipeline_receler.py``).
+- Each iteration (batch 1, Adam lr 3e-4, 500 iterations)::
 
-with M_l the concept's cross-attention mask in layer l: the original model's attention probabilities of the concept
-tokens at z, averaged over heads and tokens, min-max normalised per image and thresholded at ``mask_threshold``.
+      c ~ the concepts;  z = DDIM (η=0, guidance 3) of the erased model on c, stopped at t_enc (as ESD)
+      e_0, e_p = ε*(z, t, ∅), ε*(z, t, c)                                   (ε*: the erasers off)
+      adversarial prompt: 16 embeddings p_c per concept (init U[0, 1), kept across iterations, Adam lr 0.1, weight
+          decay 0.1) written into the text encoder's *output* states right after the concept's tokens; 50 steps of
+          min_p ‖ε_E(z, t, [c; p]) − e_p‖²; the last step's ε_E(z, t, [c; p]) also gives
+      L = ‖ε_E(z, t, [c; p]) − [e_0 − η(e_p − e_0)]‖² + λ · mean_l Σ((1 − M_l) ⊙ E_l(o_l))² / Σ(1 − M_l)   (λ = 0.1)
+
+  M: the original model's cross-attention of the concept tokens at z (mean over heads and tokens) in the layers at a
+  quarter of the latent size (16×16 on SD1.4 at 512 px), averaged, min-max normalised, ≥ 0.1 → 1, resized (nearest)
+  to each layer; the channel mean of the squared masked output is summed over positions.
 
 The result is a custom pipeline (``RecelerPipeline``): the original components plus an ``eraser`` component; stock
 diffusers loads the folder with ``trust_remote_code=True`` and igmu_hf with its own copy of the class.
@@ -40,16 +45,19 @@ class RecelerConfig(MethodConfig):
     ddim_steps: int = field(default=50, metadata={"help": "DDIM steps t_enc is drawn from."})
     mask_weight: float = field(default=0.1, metadata={"help": "λ of the concept-localised regularisation."})
     mask_threshold: float = field(default=0.1, metadata={
-        "help": "Threshold of the normalised concept attention map that makes the mask M."})
-    adversarial_tokens: int = field(default=16, metadata={"help": "k soft tokens of the adversarial prompt (0: none)."})
-    attack_steps: int = field(default=50, metadata={"help": "Adam steps of the adversarial prompt per iteration."})
+        "help": "Threshold of the normalised concept attention map that makes the mask M (the authors' mask_thres)."})
+    adversarial_tokens: int = field(default=16, metadata={
+        "help": "k adversarial embeddings after the concept's tokens (num_advrs_prompts; 0: no adversarial prompt)."})
+    attack_steps: int = field(default=50, metadata={"help": "Adam steps of the adversarial prompt per iteration "
+                                                            "(advrs_iters)."})
     attack_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the adversarial prompt."})
-    warmup_iterations: int = field(default=0, metadata={"help": "Iterations before adversarial prompting starts."})
+    attack_weight_decay: float = field(default=0.1, metadata={"help": "Adam weight decay of the adversarial prompt."})
+    warmup_iterations: int = field(default=0, metadata={"help": "Iterations before adversarial prompting starts "
+                                                                "(start_advrs_train)."})
 
     field_ranges: ClassVar[dict] = {"warmup_iterations": (0, None, True), "adversarial_tokens": (0, None, True),
                                     "mask_weight": (0, None, True)}
-    # the mini tokenizer holds 32 positions: 8 soft tokens leave room for the prompt
-    mini_preset = {"iterations": 150, "lr": 3e-3, "ddim_steps": 25, "adversarial_tokens": 8, "attack_steps": 5}
+    mini_preset = {"iterations": 150, "lr": 3e-3, "ddim_steps": 25, "attack_steps": 5}
 
     def __post_init__(self):
         super().__post_init__()
@@ -72,23 +80,56 @@ def cross_attention_layers(denoiser) -> tuple[list[str], list[int]]:
     return names, dims
 
 
-def concept_masks(probs: list[torch.Tensor], positions: torch.Tensor, threshold: float) -> list[torch.Tensor]:
-    """Per layer, ``(batch, queries)`` 0/1: where the concept tokens' attention, averaged over heads and tokens and
-    min-max normalised per image, exceeds ``threshold``."""
-    out = []
+def concept_masks(probs: list[torch.Tensor], positions: torch.Tensor, threshold: float, size: int
+                  ) -> list[torch.Tensor]:
+    """Per layer, ``(batch, queries)`` 0/1: the concept tokens' attention (mean over heads and tokens) of the layers
+    whose maps are ``size``×``size``, averaged, min-max normalised per image, ≥ ``threshold`` → 1, resized (nearest)
+    to each layer's map (the authors' ``get_mask``)."""
+    b = positions.shape[0]
+    maps = []
     for p in probs:
-        b = positions.shape[0]
         heads = p.shape[0] // b
         a = p.view(b, heads, *p.shape[1:]).mean(1)  # (batch, queries, keys)
-        m = (a * positions[:, None, :].to(a)).sum(-1) / positions.sum(-1, keepdim=True).to(a)
-        lo, hi = m.amin(-1, keepdim=True), m.amax(-1, keepdim=True)
-        out.append(((m - lo) / (hi - lo).clamp_min(1e-12) > threshold).to(a.dtype))
+        maps.append((a * positions[:, None, :].to(a)).sum(-1) / positions.sum(-1, keepdim=True).to(a))
+    chosen = [m for m in maps if m.shape[-1] == size * size]
+    if not chosen:
+        raise ValueError(f"No cross-attention map is {size}x{size}; sizes: "
+                         f"{sorted({int(m.shape[-1] ** 0.5) for m in maps})}.")
+    avg = torch.stack(chosen).mean(0).view(b, size, size)
+    lo, hi = avg.amin((1, 2), keepdim=True), avg.amax((1, 2), keepdim=True)
+    mask = ((avg - lo) / (hi - lo).clamp_min(1e-12) >= threshold).to(avg.dtype)
+    out = []
+    for m in maps:
+        res = int(round(m.shape[-1] ** 0.5))
+        out.append(F.interpolate(mask[:, None], (res, res), mode="nearest").flatten(1))
     return out
 
 
+def mask_size(denoiser) -> int:
+    """The map size the mask is made at: a quarter of the latent size (16 on SD1.4 at 512 px), or the nearest that
+    the denoiser has."""
+    size = denoiser.config.sample_size
+    have = [size // 2 ** i for i in range(len(denoiser.config.block_out_channels))]
+    return min(have, key=lambda s: abs(s - size / 4))
+
+
 def outside_mask_penalty(outputs: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
-    """mean over layers of mean ‖(1 − M) ⊙ E(o)‖² (E(o): ``(batch, queries, dim)``, M: ``(batch, queries)``)."""
-    return torch.stack([((1 - m)[..., None] * e).pow(2).mean() for e, m in zip(outputs, masks)]).mean()
+    """mean over layers of Σ_positions mean_channels ((1 − M) ⊙ E(o))² / Σ(1 − M) (E(o): ``(batch, queries, dim)``,
+    M: ``(batch, queries)``), the authors' concept-localised regulariser."""
+    terms = []
+    for e, m in zip(outputs, masks):
+        flip = (1 - m)[..., None]
+        terms.append((e * flip).pow(2).mean(-1).sum() / (flip.sum() + 1e-9))
+    return torch.stack(terms).mean()
+
+
+def with_adversarial_states(states: torch.Tensor, adversarial: torch.Tensor, start: int) -> torch.Tensor:
+    """``states`` ``(1, L, hidden)`` with positions ``start .. start+k`` replaced by the ``(k, hidden)`` embeddings."""
+    k = adversarial.shape[0]
+    if start + k > states.shape[1]:
+        raise ValueError(f"{k} adversarial embeddings after position {start} do not fit the {states.shape[1]}-token "
+                         f"sequence; lower adversarial_tokens.")
+    return torch.cat([states[:, :start], adversarial[None].to(states), states[:, start + k:]], dim=1)
 
 
 class RecelerUnlearner(TrainedUnlearner):
@@ -96,13 +137,12 @@ class RecelerUnlearner(TrainedUnlearner):
 
     requires = ("single_text_encoder", "ddpm_unet")
     display_name = "Receler"
-    reference_code = "jasper0314-huang/Receler@1b3f4a1: train-scripts/train_receler.py"
+    reference_code = "jasper0314-huang/Receler@3ccedc9: train_receler.py, receler/erasers, receler/concept_reg.py"
     deviations = (
-        "The adversarial soft tokens are a prefix of the concept prompt (igmu_hf's shared soft-prefix attack, the "
-        "one AdvUnlearn uses), initialised with random whole-word vocabulary embeddings every iteration.",
-        "The inner attack reuses the outer iteration's z and t.",
-        "The concept mask is the original model's attention at z, thresholded after min-max normalisation "
-        "(mask_threshold); the authors' thresholding details were not followed line by line.",
+        "One Adam optimiser holds the erasers (lr 3e-4) and the adversarial embeddings (lr 0.1, weight decay 0.1) as "
+        "two parameter groups (each step updates only the group that has gradients), so one checkpoint resumes both.",
+        "The mask's map size is a quarter of the latent size, or the nearest the UNet has (the authors fix 16×16 for "
+        "SD1.4 at 512 px).",
         "Draws are seeded by (seed, iteration), so a resumed run repeats the uninterrupted one.")
 
     config_class = RecelerConfig
@@ -115,10 +155,8 @@ class RecelerUnlearner(TrainedUnlearner):
         self.erasers = None
 
     def _unlearn(self, pipeline) -> list[str]:
-        from ..attacks.soft_prompt import prefixed_states, random_vocabulary_embeddings, soft_prefix_attack
         from ..diffusion import ddim_sample_steps
         from ..pipelines.receler.pipeline_receler import RecelerErasers
-        from ..text import prompt_states
         from ..training import TrainingRun
         from .fmn import AttentionProbabilities, concept_positions
 
@@ -133,23 +171,28 @@ class RecelerUnlearner(TrainedUnlearner):
         unet.requires_grad_(False).eval().to(dev)
         te.requires_grad_(False)
         layers, dims = cross_attention_layers(unet)
+        hidden = te.config.hidden_size
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             erasers = RecelerErasers(layers, dims, cfg.eraser_rank)
+            adversarial = torch.nn.Parameter(torch.rand(len(cfg.concepts), max(cfg.adversarial_tokens, 1), hidden))
         erasers.to(dev).train()
         erasers.attach(unet)
+        adversarial.data = adversarial.data.to(dev)
         trainable = {f"eraser.{n}": p for n, p in erasers.named_parameters()}
-        opt = torch.optim.Adam(list(trainable.values()), lr=cfg.lr)
+        opt = torch.optim.Adam([{"params": list(trainable.values()), "lr": cfg.lr},
+                                {"params": [adversarial], "lr": cfg.attack_lr,
+                                 "weight_decay": cfg.attack_weight_decay}])
         conds = family.encode(pipeline, [""] + list(cfg.concepts)).to(dev)
         empty = conds[:1]
         positions = {c: concept_positions(tok, c, c, use_pooler=False)[None] for c in cfg.concepts}
+        size = mask_size(unet)
         sampler = _ddim_scheduler(pipeline)
         sampler.set_timesteps(cfg.ddim_steps)
         num_train = family.num_train_timesteps(sampler)
-        size = unet.config.sample_size
-        shape = (unet.config.in_channels, size, size)
-        state, first = run.resume_training(trainable, opt, "state", {"losses": [], "attack_losses": [],
-                                                                      "inner_seconds": 0.0})
+        shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        state, first = run.resume_training({**trainable, "adversarial": adversarial}, opt, "state",
+                                           {"losses": [], "attack_losses": [], "inner_seconds": 0.0})
 
         def eps(z, t, states):
             return family.predict(unet, z, torch.full((len(z),), t, device=dev), Conditioning(states))
@@ -159,11 +202,11 @@ class RecelerUnlearner(TrainedUnlearner):
         try:
             for it in run.steps(first, cfg.iterations, "Receler"):
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-                word = cfg.concepts[int(torch.randint(len(cfg.concepts), (1,), generator=g))]
+                k = int(torch.randint(len(cfg.concepts), (1,), generator=g))
+                word = cfg.concepts[k]
                 t_enc = int(torch.randint(cfg.ddim_steps, (1,), generator=g))
                 t = esd_timesteps(t_enc, cfg.ddim_steps, num_train, g)
                 start = torch.randn((1, *shape), generator=g)
-                k = list(cfg.concepts).index(word)
                 c_states = conds[1 + k:2 + k].states
                 with torch.no_grad():
                     z = ddim_sample_steps(family, unet, sampler, start.to(dev), Conditioning(c_states), empty,
@@ -174,37 +217,41 @@ class RecelerUnlearner(TrainedUnlearner):
                     recorder.active = True
                     e_p = eps(z, t, c_states)
                     recorder.active = False
-                    masks = concept_masks(recorder.probs, positions[word], cfg.mask_threshold)
+                    masks = concept_masks(recorder.probs, positions[word], cfg.mask_threshold, size)
                     recorder.probs.clear()
                     erasers.enabled = True
                 target = esd_target(e_0, e_p, cfg.negative_guidance)
-                prompts = [prompt_states(tok, te, [word]).to(dev)]
-                if cfg.adversarial_tokens > 0 and it >= cfg.warmup_iterations:
-                    started = time.perf_counter()
-                    erasers.requires_grad_(False)
-                    init = random_vocabulary_embeddings(tok, te, cfg.adversarial_tokens, g)
-                    prefix, attack_losses = soft_prefix_attack(
-                        tok, te, word, lambda states, step: F.mse_loss(eps(z, t, states.to(dev)), e_p), init,
-                        cfg.attack_steps, cfg.attack_lr)
-                    erasers.requires_grad_(True)
-                    with torch.no_grad():
-                        prompts.append(prefixed_states(tok, te, prefix, word).to(dev))
-                    state["attack_losses"].append(attack_losses[-1])
-                    state["inner_seconds"] += time.perf_counter() - started
-                opt.zero_grad(set_to_none=True)
-                erasers.outputs.clear()
-                erasers.record = True
-                loss = torch.zeros((), device=dev)
-                for i, states in enumerate(prompts):
-                    loss = loss + F.mse_loss(eps(z, t, states), target)
-                    if i == 0 and cfg.mask_weight > 0:  # the penalty on the concept prompt's pass
-                        loss = loss + cfg.mask_weight * outside_mask_penalty(erasers.outputs, masks)
+                adversarial_on = cfg.adversarial_tokens > 0 and it >= cfg.warmup_iterations
+                after_word = 1 + int(positions[word].sum())
+                started = time.perf_counter()
+                for inner in range(cfg.attack_steps if adversarial_on else 1):
+                    last = inner == (cfg.attack_steps - 1 if adversarial_on else 0)
+                    erasers.outputs.clear()
+                    erasers.record = last
+                    if adversarial_on:
+                        adv = adversarial[k].detach().clone().requires_grad_(True)
+                        e_n = eps(z, t, with_adversarial_states(c_states, adv, after_word))
+                        loss_adv = F.mse_loss(e_n, e_p)
+                        adversarial.grad = torch.zeros_like(adversarial)
+                        adversarial.grad[k] = torch.autograd.grad(loss_adv, [adv], retain_graph=last)[0]
+                        opt.step()  # the adversarial group only: the erasers have no gradient here
+                        adversarial.grad = None
+                    else:
+                        e_n = eps(z, t, c_states)
                 erasers.record = False
+                if adversarial_on:
+                    state["attack_losses"].append(float(loss_adv.detach()))
+                    state["inner_seconds"] += time.perf_counter() - started
+                loss = F.mse_loss(e_n, target)
+                if cfg.mask_weight > 0:
+                    loss = loss + cfg.mask_weight * outside_mask_penalty(erasers.outputs, masks)
                 erasers.outputs.clear()
+                opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                opt.step()  # the erasers only: the adversarial embeddings have no gradient here
+                opt.zero_grad(set_to_none=True)
                 state["losses"].append(float(loss.detach()))
-                run.checkpoint(it + 1, {"state": state}, trainable, opt.state_dict())
+                run.checkpoint(it + 1, {"state": state}, {**trainable, "adversarial": adversarial}, opt.state_dict())
                 run.after_step(it + 1)
         finally:
             recorder.restore()

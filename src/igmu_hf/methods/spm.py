@@ -1,18 +1,20 @@
 """SPM: One-dimensional Adapter to Rule Them All (Lyu et al., CVPR 2024), a rank-1 "membrane" with latent anchoring.
 
-Facts from the authors' code (``Con6924/SPM`` 1ec9df5, ``train_spm.py``, ``src/models/spm.py``,
-``configs/*/config.yaml``):
+Facts from the authors' code (``Con6924/SPM`` 3dd762e, ``train_spm.py``, ``src/models/spm.py``,
+``src/engine/sampling.py``, ``src/configs/prompt.py``, ``configs/*/config.yaml``):
 
 - The membrane: a rank-1 adapter (dim 1, alpha 1: up·down, up zero-initialised) on every Linear and 1×1 Conv inside
   the UNet's transformer blocks (``Transformer2DModel``: proj_in/out, attention projections, feed-forward).
 - Each iteration (batch 1, Adam lr 1e-4, 3000 iterations)::
 
-      k ~ U{1..S−1} (S = 50);  z = DDIM (η=0) from z_T with the membrane on, guidance 3 on the target c, k steps
+      k ~ U{1..S−1} (S = 30);  z = DDIM (η=0) from z_T with the membrane on, guidance 3 on the target c, k steps
       t = the training timestep k·1000/S steps below the top (the point the trajectory stopped at)
       L = ‖ε_θ(z, t, c) − [ε*(z, t, ∅) − η(ε*(z, t, c) − ε*(z, t, ∅))]‖²                (η = 1, the ESD form)
-          + λ · ‖ε_θ(z, t, a) − ε*(z, t, a)‖²     (latent anchoring, λ = 1000, a = sampled anchor prompts)
+          + λ · ‖ε_θ(z, t, a) − ε*(z, t, a)‖²     (latent anchoring, λ = 1000, 4 anchors a)
 
-  with ε* the same UNet with the membrane off.
+  with ε* the same UNet with the membrane off. An anchor a is a random text-state tensor: Gaussian noise shaped
+  like c's states, normalised, kept with probability 1 − cos(c, noise), scaled to ‖c‖ times U[0.8, 1.2]
+  (``sampling.py``).
 - The membrane is applied at inference with a prompt-dependent strength ("facilitated transport").
 
 The membrane is saved as a diffusers LoRA (``pytorch_lora_weights.safetensors``: rank 1, alpha 1), so
@@ -38,20 +40,16 @@ class SPMConfig(MethodConfig):
     alpha: float = field(default=1.0, metadata={"help": "Adapter alpha (scale alpha/rank)."})
     negative_guidance: float = field(default=1.0, metadata={"help": "η of the erasing target."})
     start_guidance: float = field(default=3.0, metadata={"help": "Guidance of the trajectory that makes z."})
-    ddim_steps: int = field(default=50, metadata={"help": "S, the steps of the trajectory k is drawn from."})
+    ddim_steps: int = field(default=30, metadata={"help": "S, the DDIM steps k is drawn from (the authors' "
+                                                           "max_denoising_steps in their configs: 30)."})
     anchor_strength: float = field(default=1000.0, metadata={"help": "λ of the latent-anchoring term (0: none)."})
-    anchor_batch_size: int = field(default=4, metadata={"help": "Anchor prompts per iteration."})
-    anchor_words: int = field(default=3, metadata={"help": "Random vocabulary words per anchor prompt."})
-    anchor_prompts: list[str] = field(default_factory=list, metadata={
-        "help": "A pool to draw the anchors from (default: random vocabulary words, the target's words excluded)."})
+    anchor_batch_size: int = field(default=4, metadata={"help": "Anchors per iteration (sampling_batch_size)."})
 
     field_ranges: ClassVar[dict] = {"anchor_strength": (0, None, True)}
     mini_preset = {"iterations": 300, "lr": 1e-3, "ddim_steps": 25}
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.anchor_prompts, str):
-            self.anchor_prompts = [self.anchor_prompts]
         if self.ddim_steps < 2:
             raise ValueError(f"`ddim_steps` must be ≥ 2 (k is drawn from 1..S−1), got {self.ddim_steps}.")
         if not self.lr > 0 or self.iterations < 1 or self.rank < 1 or not self.alpha > 0:
@@ -79,21 +77,29 @@ def spm_timestep(k: int, ddim_steps: int, num_train_timesteps: int) -> int:
     return num_train_timesteps - 1 - int(k * num_train_timesteps / ddim_steps)
 
 
-def spm_draws(config: SPMConfig, step: int, shape: tuple[int, ...], pool: list[str]) -> dict:
-    """The draws of one iteration seeded by ``(seed, step)``: the concept, k, z_T and the anchor prompts."""
+def sample_anchors(target: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` latent-anchoring states shaped like ``target`` ``(1, L, hidden)``: normalised Gaussian noise, accepted
+    with probability 1 − cos(target, noise), scaled to ‖target‖ times U[0.8, 1.2] (the authors' ``sample``)."""
+    flat = target.reshape(-1).float().cpu()
+    out = []
+    while len(out) < n:
+        while True:
+            noise = torch.randn(flat.shape, generator=generator)
+            noise = noise / noise.norm()
+            if float(torch.rand((), generator=generator)) < 1 - float(torch.cosine_similarity(flat, noise, dim=0)):
+                break
+        scale = float(torch.rand((), generator=generator)) * 0.4 + 0.8
+        out.append((scale * noise * flat.norm()).view_as(target[0]))
+    return torch.stack(out).to(target)
+
+
+def spm_draws(config: SPMConfig, step: int, shape: tuple[int, ...]) -> dict:
+    """The draws of one iteration seeded by ``(seed, step)``: the concept, k, z_T and the anchors' generator."""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     word = int(torch.randint(len(config.concepts), (1,), generator=g))
     k = int(torch.randint(1, config.ddim_steps, (1,), generator=g))
     start = torch.randn((1, *shape), generator=g)
-    anchors = []
-    if config.anchor_strength > 0:
-        for _ in range(config.anchor_batch_size):
-            if config.anchor_prompts:
-                anchors.append(pool[int(torch.randint(len(pool), (1,), generator=g))])
-            else:
-                anchors.append(" ".join(pool[int(i)] for i in torch.randint(len(pool), (config.anchor_words,),
-                                                                            generator=g)))
-    return {"word": word, "k": k, "start": start, "anchors": anchors}
+    return {"word": word, "k": k, "start": start, "generator": g}
 
 
 class SPMUnlearner(TrainedUnlearner):
@@ -104,10 +110,9 @@ class SPMUnlearner(TrainedUnlearner):
     reference_code = "Con6924/SPM@1ec9df5: train_spm.py, src/models/spm.py"
     deviations = ("The membrane is always on at strength 1 (a plain LoRA; the authors' facilitated transport scales it "
                   "per prompt at inference with a custom pipeline).",
-                  "Anchors are random vocabulary-word prompts with the target's words left out (the authors sample "
-                  "from a prompt pool by CLIP similarity); anchor_prompts gives a pool.",
-                  "The trajectory is the DDIM (η=0) sampler (the authors step their DDPM scheduler); peft's LoRA "
-                  "initialisation (down Kaiming-uniform, up zero) as the authors'.")
+                  "Adam at a constant learning rate (the authors: AdamW8bit, cosine with restarts, 500 warm-up steps).",
+                  "Anchors are drawn with torch generators seeded by (seed, step) (the authors: Python's random), so "
+                  "a resumed run repeats the uninterrupted one.")
 
     config_class = SPMConfig
     technique = "one-dimensional adapter (rank-1 LoRA) with latent anchoring"
@@ -120,25 +125,17 @@ class SPMUnlearner(TrainedUnlearner):
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..diffusion import add_lora, ddim_sample_steps, fuse_lora_into_unet, reference_forward
-        from ..text import whole_word_token_ids
         from ..training import TrainingRun
 
         cfg: SPMConfig = self.config
         family = family_of(pipeline)
-        self.check_concepts(pipeline, cfg.anchor_prompts)
+        self.check_concepts(pipeline)
         unet = family.denoiser(pipeline)
         run = TrainingRun({**cfg.to_dict(), "family": family.name}, self.accelerator, progress=self.progress,
                           resumable_changes=("iterations",), **self.train_kwargs)
         run.check_divisible("train batch (SPM trains on batch 1)", 1)
         dev = run.device
-        if cfg.anchor_prompts:
-            pool = list(cfg.anchor_prompts)
-        else:
-            tok = pipeline.tokenizer
-            ids = whole_word_token_ids(tok, exclude_words=self.target_words())
-            pool = [tok.decode([int(i)]).strip() for i in ids]
         conds = family.encode(pipeline, [""] + list(cfg.concepts)).to(dev)
-        anchor_cache: dict[str, Conditioning] = {}
         add_lora(unet, transformer_block_modules(unet), cfg.rank, int(cfg.alpha) if float(cfg.alpha).is_integer()
                  else cfg.alpha, init_lora_weights=True, seed=cfg.seed)
         unet.to(dev)
@@ -156,20 +153,17 @@ class SPMUnlearner(TrainedUnlearner):
         losses, first = run.resume_training(lora, opt, "losses", [])
         unet.train()
         for step in run.steps(first, cfg.iterations, "SPM"):
-            d = spm_draws(cfg, step, shape, pool)
+            d = spm_draws(cfg, step, shape)
             c = conds[1 + d["word"]:2 + d["word"]]
             z = ddim_sample_steps(family, unet, sampler, d["start"].to(dev), c, empty, cfg.start_guidance, d["k"])
             tt = torch.tensor([spm_timestep(d["k"], cfg.ddim_steps, num_train)], device=dev)
             with torch.no_grad():
                 e_0, e_p = original(torch.cat([z, z]), tt.expand(2), Conditioning.cat([empty, c])).chunk(2)
             loss = F.mse_loss(family.predict(model, z, tt, c), esd_target(e_0, e_p, cfg.negative_guidance))
-            if d["anchors"]:
-                for a in d["anchors"]:
-                    if a not in anchor_cache:
-                        anchor_cache[a] = family.encode(pipeline, [a]).to(dev)
-                a_cond = Conditioning.cat([anchor_cache[a] for a in d["anchors"]])
-                za = z.expand(len(d["anchors"]), *z.shape[1:])
-                ta = tt.expand(len(d["anchors"]))
+            if cfg.anchor_strength > 0:
+                a_cond = Conditioning(sample_anchors(c.states, cfg.anchor_batch_size, d["generator"]))
+                za = z.expand(cfg.anchor_batch_size, *z.shape[1:])
+                ta = tt.expand(cfg.anchor_batch_size)
                 with torch.no_grad():
                     a_orig = original(za, ta, a_cond)
                 loss = loss + cfg.anchor_strength * F.mse_loss(family.predict(model, za, ta, a_cond), a_orig)
@@ -187,18 +181,6 @@ class SPMUnlearner(TrainedUnlearner):
                       "adapter_parameters": sum(v.numel() for v in self.lora.values()),
                       "anchored": cfg.anchor_strength > 0}
         return edited
-
-    def target_words(self) -> list[str]:
-        """The concepts' words and CatIGMU aliases, kept out of the anchors."""
-        from ..taxonomy import categorize
-
-        out = []
-        for c in self.config.concepts:
-            try:
-                out += categorize(c, domain=self.domain).target_words
-            except ValueError:
-                out.append(c)
-        return out
 
     def unlearn(self, pipeline):
         result = super().unlearn(pipeline)
