@@ -246,6 +246,38 @@ class TrainedUnlearner(Unlearner):
         return result
 
 
+class GeneratedImagesUnlearner(TrainedUnlearner):
+    """Base of methods trained on images the original model generates (FMN, MACE, CA, SalUn): the prepared data is
+    one image per row of :meth:`image_rows`, seeded by ``(seed, image_seed_offset, row)``, built once and shared by
+    every process (or given as ``images``)."""
+
+    prepared_data: ClassVar[str | None] = "images"
+    image_seed_offset: ClassVar[int] = 0
+
+    def __init__(self, config: MethodConfig, images=None, **scaffold):
+        super().__init__(config, **scaffold)
+        self.images = images  # the image set (prepared data), built when None
+
+    @classmethod
+    def image_rows(cls, config: MethodConfig, domain=None) -> tuple[list[str], list[str]]:
+        """``(prompts, concept column)`` of the images to generate, one row per image."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_prepared_data(cls, pipeline, config: MethodConfig, accelerator, domain=None, progress: bool = True):
+        from ..evaluation import concept_image_dataset
+
+        prompts, concepts = cls.image_rows(config, domain)
+        seeds = [config.seed * 1_000_003 + cls.image_seed_offset + i for i in range(len(prompts))]
+        return concept_image_dataset(pipeline, prompts, concepts, seeds, accelerator, f"{cls.display_name} images",
+                                     progress, num_inference_steps=config.num_inference_steps,
+                                     guidance_scale=config.guidance_scale)
+
+    @classmethod
+    def from_prepared_data(cls, dataset) -> dict:
+        return {"images": dataset}
+
+
 def edited_parameter_counts(pipeline, edited: list[str], denoiser_name: str = "unet") -> tuple[int, int, list[str]]:
     """(edited parameters, parameters of every component that changed, those components) for ``edited`` names
     (denoiser names bare, other components' prefixed with the component name). The denoiser always counts in the

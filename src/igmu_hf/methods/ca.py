@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..families import family_of
-from .base import MethodConfig, TrainedUnlearner, register_method
+from .base import GeneratedImagesUnlearner, MethodConfig, register_method
 
 PARAMETER_GROUPS = ("crossattn_kv", "crossattn", "attn", "full")
 
@@ -143,7 +143,7 @@ def ca_loss(pred_target: torch.Tensor, pred_anchor: torch.Tensor) -> torch.Tenso
     return F.mse_loss(pred_target, pred_anchor.detach())
 
 
-class CAUnlearner(TrainedUnlearner):
+class CAUnlearner(GeneratedImagesUnlearner):
     """Concept Ablation, model-based (see module docstring); the result is a fused pipeline folder."""
 
     requires = ("ddpm_unet",)
@@ -162,30 +162,16 @@ class CAUnlearner(TrainedUnlearner):
     technique = "fine-tuning towards the anchor's prediction (concept ablation)"
     artifact_kind = "fused weights"
     multi_concept = True  # the authors' --concept_type with several captions in one run
-    prepared_data = "images"
     prepared_data_fields = ("concepts", "seed", "anchor_concept", "prompts", "num_images", "num_inference_steps",
                             "guidance_scale")
+    image_seed_offset = 57
     loss_name = "CA"
 
-    def __init__(self, config: CAConfig, images=None, **scaffold):
-        super().__init__(config, **scaffold)
-        self.images = images  # anchor images (prepared data: image, prompt = anchor caption, concept = c*)
-
     @classmethod
-    def build_prepared_data(cls, pipeline, config: CAConfig, accelerator, domain=None, progress: bool = True):
-        """The anchor images, one per (anchor caption, seed), generated sharded; ``concept`` holds c*."""
-        from ..evaluation import concept_image_dataset
-
+    def image_rows(cls, config: CAConfig, domain=None) -> tuple[list[str], list[str]]:
+        """The anchor images, one per anchor caption; the ``concept`` column holds its target caption c*."""
         pairs = config.caption_pairs(domain)
-        seeds = [config.seed * 1_000_003 + 57 + i for i in range(len(pairs))]
-        return concept_image_dataset(pipeline, [a for _, a, _ in pairs], [t for t, _, _ in pairs], seeds,
-                                     accelerator, f"{cls.display_name} anchor images", progress,
-                                     num_inference_steps=config.num_inference_steps,
-                                     guidance_scale=config.guidance_scale)
-
-    @classmethod
-    def from_prepared_data(cls, dataset) -> dict:
-        return {"images": dataset}
+        return [a for _, a, _ in pairs], [t for t, _, _ in pairs]
 
     def check_captions(self, pipeline) -> None:
         self.check_concepts(pipeline, [a for _, a, _ in self.config.caption_pairs(self.domain)])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..families import family_of
-from .base import MethodConfig, TrainedUnlearner, register_method
+from .base import GeneratedImagesUnlearner, MethodConfig, register_method
 
 
 @dataclass
@@ -133,7 +133,7 @@ def fmn_loss(probs: list[torch.Tensor], positions: torch.Tensor) -> torch.Tensor
     return torch.cat([attention_at_positions(p, positions) for p in probs]).norm()
 
 
-class FMNUnlearner(TrainedUnlearner):
+class FMNUnlearner(GeneratedImagesUnlearner):
     """Forget-Me-Not attention re-steering (see module docstring); the result is a fused pipeline folder."""
 
     requires = ("ddpm_unet",)
@@ -149,28 +149,15 @@ class FMNUnlearner(TrainedUnlearner):
     config_class = FMNConfig
     technique = "attention re-steering (fine-tuning on cross-attention maps)"
     multi_concept = True  # the authors' multi_concept list
-    prepared_data = "images"
     prepared_data_fields = ("concepts", "seed", "instance_prompt", "num_images", "num_inference_steps",
                             "guidance_scale")
-
-    def __init__(self, config: FMNConfig, images=None, **scaffold):
-        super().__init__(config, **scaffold)
-        self.images = images  # the concept image set (prepared data), built when None
+    image_seed_offset = 31
 
     @classmethod
-    def build_prepared_data(cls, pipeline, config: FMNConfig, accelerator, domain=None, progress: bool = True):
-        """The concept images: ``num_images`` per concept from its instance prompt, generated sharded."""
-        from ..evaluation import concept_image_dataset
-
+    def image_rows(cls, config: FMNConfig, domain=None) -> tuple[list[str], list[str]]:
+        """The concept images: ``num_images`` per concept from its instance prompt."""
         prompts, concepts = (list(x) for x in zip(*config.prompts(domain)))
-        seeds = [config.seed * 1_000_003 + 31 + i for i in range(len(prompts))]
-        return concept_image_dataset(pipeline, prompts, concepts, seeds, accelerator, "FMN images", progress,
-                                     num_inference_steps=config.num_inference_steps,
-                                     guidance_scale=config.guidance_scale)
-
-    @classmethod
-    def from_prepared_data(cls, dataset) -> dict:
-        return {"images": dataset}
+        return prompts, concepts
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..training import TrainingRun

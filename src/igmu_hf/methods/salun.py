@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..families import Conditioning, family_of
-from .base import MethodConfig, TrainedUnlearner, register_method
+from .base import GeneratedImagesUnlearner, MethodConfig, register_method
 from .esd import TRAIN_METHODS, esd_parameter_names
 
 
@@ -92,7 +92,7 @@ def guided_prediction(e_c: torch.Tensor, e_0: torch.Tensor, scale: float) -> tor
     return (1 + scale) * e_c - scale * e_0
 
 
-class SalUnUnlearner(TrainedUnlearner):
+class SalUnUnlearner(GeneratedImagesUnlearner):
     """Saliency-masked fine-tuning (see module docstring); the result is a fused pipeline folder."""
 
     requires = ("ddpm_unet",)
@@ -111,37 +111,19 @@ class SalUnUnlearner(TrainedUnlearner):
     technique = "saliency-masked fine-tuning towards a pseudo caption"
     artifact_kind = "fused weights"
     multi_concept = True  # several forget classes in one forget set
-    prepared_data = "images"
     prepared_data_fields = ("concepts", "seed", "prompts", "pseudo_concept", "retain_prompts", "num_images",
                             "num_inference_steps", "guidance_scale")
-
-    def __init__(self, config: SalUnConfig, images=None, **scaffold):
-        super().__init__(config, **scaffold)
-        self.images = images  # forget rows (concept = pseudo caption) and retain rows (concept = their own prompt)
+    image_seed_offset = 71
 
     @classmethod
-    def _rows(cls, config: SalUnConfig, domain=None) -> tuple[list[str], list[str]]:
+    def image_rows(cls, config: SalUnConfig, domain=None) -> tuple[list[str], list[str]]:
+        """Forget images (``concept`` = the pseudo caption) then retain images (``concept`` = their own caption)."""
         from .ca import caption_pairs
 
         pairs = caption_pairs(config.concepts, config.prompts, config.pseudo_concept, config.num_images, domain)
         retain = [config.retain_prompts[i % len(config.retain_prompts)] for i in range(len(pairs))] \
             if config.retain_prompts else []
         return [p for p, _, _ in pairs] + retain, [a for _, a, _ in pairs] + retain
-
-    @classmethod
-    def build_prepared_data(cls, pipeline, config: SalUnConfig, accelerator, domain=None, progress: bool = True):
-        """Forget images (``concept`` = the pseudo caption) then retain images (``concept`` = their own caption)."""
-        from ..evaluation import concept_image_dataset
-
-        prompts, concepts = cls._rows(config, domain)
-        seeds = [config.seed * 1_000_003 + 71 + i for i in range(len(prompts))]
-        return concept_image_dataset(pipeline, prompts, concepts, seeds, accelerator, "SalUn images", progress,
-                                     num_inference_steps=config.num_inference_steps,
-                                     guidance_scale=config.guidance_scale)
-
-    @classmethod
-    def from_prepared_data(cls, dataset) -> dict:
-        return {"images": dataset}
 
     def _unlearn(self, pipeline) -> list[str]:
         from tqdm.auto import tqdm
@@ -150,7 +132,7 @@ class SalUnUnlearner(TrainedUnlearner):
 
         cfg: SalUnConfig = self.config
         family = family_of(pipeline)
-        self.check_concepts(pipeline, self._rows(cfg, self.domain)[1])
+        self.check_concepts(pipeline, self.image_rows(cfg, self.domain)[1])
         self.images = self.prepared_or_built(pipeline, self.images, self.accelerator, self.domain, self.progress)
         unet = family.denoiser(pipeline)
         run = TrainingRun({**cfg.to_dict(), "family": family.name}, self.accelerator, progress=self.progress,
