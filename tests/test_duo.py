@@ -120,8 +120,12 @@ def test_saved_lora_loads_into_a_stock_pipeline_and_draws_the_same_images(tiny_p
     base = draw(stock)
     stock.load_lora_weights(str(out))
     assert np.abs(fused - base).max() > 1e-4, "the LoRA changed nothing: the round trip would be vacuous"
-    np.testing.assert_allclose(draw(stock), fused, atol=1e-4)
-    np.testing.assert_allclose(draw(_tiny_pipe(str(out))), fused, atol=1e-4)
+    # unfused, the adapter adds B·A·x beside W·x: equal up to float rounding, which this deliberately large LoRA
+    # (base_lr 3) amplifies to a few 1e-3 (torch 2.14); fused, the loaded file gives our weights exactly
+    np.testing.assert_allclose(draw(stock), fused, atol=1e-2)
+    stock.fuse_lora()
+    np.testing.assert_allclose(draw(stock), fused, atol=1e-5)
+    np.testing.assert_allclose(draw(_tiny_pipe(str(out))), fused, atol=1e-5)
     assert isinstance(StableDiffusionPipeline.from_pretrained(out), StableDiffusionPipeline)
 
 
