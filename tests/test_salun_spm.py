@@ -125,3 +125,15 @@ def test_bad_settings_are_refused():
         SPMConfig(concepts=["circle"], ddim_steps=1)
     with pytest.raises(ValueError, match="anchor_strength"):
         SPMConfig(concepts=["circle"], anchor_strength=-1.0)
+
+
+def test_spm_trains_on_sdxl_with_the_concepts_pooled_embedding():
+    from igmu_hf.tiny_pipelines import tiny_pipeline
+
+    pipe = tiny_pipeline("sdxl")
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    result = SPMUnlearner(SPMConfig(concepts=["church"], iterations=2, ddim_steps=3, anchor_batch_size=2, lr=1e-2),
+                          progress=False).unlearn(pipe)
+    changed = [k for k, v in result.pipeline.unet.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and result.lora_state_dict and all(v.shape[0] == 1 for k, v in result.lora_state_dict.items()
+                                                      if "lora_A" in k or "lora.down" in k)

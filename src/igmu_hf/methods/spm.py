@@ -14,7 +14,7 @@ Facts from the authors' code (``Con6924/SPM`` 3dd762e, ``train_spm.py``, ``src/m
 
   with ε* the same UNet with the membrane off. An anchor a is a random text-state tensor: Gaussian noise shaped
   like c's states, normalised, kept with probability 1 − cos(c, noise), scaled to ‖c‖ times U[0.8, 1.2]
-  (``sampling.py``).
+  (``sampling.py``); on SDXL the anchors keep the concept's pooled embedding and time ids.
 - The membrane is applied at inference with a prompt-dependent strength ("facilitated transport").
 
 The membrane is saved as a diffusers LoRA (``pytorch_lora_weights.safetensors``: rank 1, alpha 1), so
@@ -162,7 +162,9 @@ class SPMUnlearner(TrainedUnlearner):
                 e_0, e_p = original(torch.cat([z, z]), tt.expand(2), Conditioning.cat([empty, c])).chunk(2)
             loss = F.mse_loss(family.predict(model, z, tt, c), esd_target(e_0, e_p, cfg.negative_guidance))
             if cfg.anchor_strength > 0:
-                a_cond = Conditioning(sample_anchors(c.states, cfg.anchor_batch_size, d["generator"]))
+                rows = c.expand(cfg.anchor_batch_size)  # SDXL's pooled embedding and time ids stay the concept's
+                a_cond = Conditioning(sample_anchors(c.states, cfg.anchor_batch_size, d["generator"]), rows.pooled,
+                                      rows.time_ids)
                 za = z.expand(cfg.anchor_batch_size, *z.shape[1:])
                 ta = tt.expand(cfg.anchor_batch_size)
                 with torch.no_grad():
