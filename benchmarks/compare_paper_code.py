@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 
-def paper_function(repo: str, commit: str, path: str, name: str, namespace: dict | None = None):
+def paper_function(repo: str, commit: str, path: str, name: str, namespace: dict | None = None, edit=None):
     """The function ``name`` of ``path`` at ``commit`` in the fetched repository, compiled alone (the module's
-    top level downloads models)."""
+    top level downloads models) with ``namespace`` as its globals; ``edit`` may rewrite the source first."""
     source = subprocess.run(["git", "--git-dir", _git_dir(repo), "show", f"{commit}:{path}"], check=True,
                             capture_output=True, text=True).stdout
-    tree = ast.parse(source)
+    tree = ast.parse(edit(source) if edit else source)
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
     import torch
 
@@ -81,14 +81,11 @@ def compare_receler(repo: str, concept: str = "circle") -> dict:
 
     pipe = load_pipeline()
     unet, size = pipe.unet, mask_size(pipe.unet)
-    src = subprocess.run(["git", "--git-dir", _git_dir(repo), "show", "3ccedc9:receler/concept_reg.py"], check=True,
-                         capture_output=True, text=True).stdout
-    src = src.replace("if res != 16:", f"if res != {size}:")  # the mini UNet's quarter-size maps, as ours
-    tree = ast.parse(src)
-    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_mask")
-    ns = {"torch": torch, "np": np, "F": F, "rearrange": rearrange,
-          "ldm_module_prefix_name": lambda name: name}  # one mask per layer name (theirs: per block, the same maps)
-    exec(compile(ast.Module([node], type_ignores=[]), "concept_reg.py@3ccedc9", "exec"), ns)
+    get_mask = paper_function(
+        repo, "3ccedc9", "receler/concept_reg.py", "get_mask",
+        {"np": np, "F": F, "rearrange": rearrange,
+         "ldm_module_prefix_name": lambda name: name},  # one mask per layer name (theirs: per block, the same maps)
+        edit=lambda src: src.replace("if res != 16:", f"if res != {size}:"))  # the mini UNet's quarter-size maps
     family = family_of(pipe)
     rec = AttentionProbabilities(unet)
     g = torch.Generator().manual_seed(0)
@@ -105,7 +102,7 @@ def compare_receler(repo: str, concept: str = "circle") -> dict:
     maps = {n: p.view(1, heads, *p.shape[1:]) for n, p in zip(names, rec.probs)}
     word = torch.nonzero(pos[0]).flatten()
     t0 = time.perf_counter()
-    theirs = ns["get_mask"](maps, word, 0.1)
+    theirs = get_mask(maps, word, 0.1)
     t_theirs = time.perf_counter() - t0
     differ = [float((o[0] != theirs[n].flatten()).float().mean()) for o, n in zip(ours, names)]
     return {"method": "receler", "paper_code": "jasper0314-huang/Receler@3ccedc9 receler/concept_reg.py get_mask",

@@ -56,6 +56,22 @@ def crash_at():
 
 
 @pytest.fixture
+def killed_and_resumed(tmp_path, crash_at):
+    """``killed_and_resumed(cls, config, at)``: ``cls(config)`` on the mini pipeline with a checkpoint every step,
+    killed at step ``at``, then resumed from its latest checkpoint on a fresh pipeline; the resumed result."""
+    from igmu_hf.hub import load_pipeline
+
+    def run(cls, config, at: int):
+        folder = str(tmp_path / "killed_run")
+        with pytest.raises(crash_at.Crash):
+            cls(config, output_dir=folder, checkpointing_steps=1, progress=False,
+                callback=crash_at(at)).unlearn(load_pipeline())
+        return cls(config, output_dir=folder, resume_from_checkpoint="latest", progress=False).unlearn(load_pipeline())
+
+    return run
+
+
+@pytest.fixture
 def run_on_two_cpu_processes():
     """Run ``python -m torch.distributed.run --nproc_per_node 2 ARGS`` with ``ACCELERATE_USE_CPU=1``; fail with the
     processes' stderr if it fails.

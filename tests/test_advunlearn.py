@@ -57,17 +57,13 @@ def test_inner_attack_composes_prompts_and_lowers_its_objective(mini_pipeline):
     assert all(p.grad is None for p in te.parameters())
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_weights(adv_run, tmp_path, crash_at):
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(adv_run, killed_and_resumed):
     from igmu_hf.methods import AdvUnlearnConfig, AdvUnlearnUnlearner
     from igmu_hf.taxonomy import categorize
 
     _, result = adv_run
     cfg = AdvUnlearnConfig(concepts=["circle"], retain_prompts=result.config.retain_prompts, **FAST)
-    with pytest.raises(crash_at.Crash):
-        AdvUnlearnUnlearner(cfg, output_dir=str(tmp_path / "ckpt"), checkpointing_steps=1, progress=False,
-                            callback=crash_at(4)).unlearn(load_pipeline())
-    resumed = AdvUnlearnUnlearner(cfg, output_dir=str(tmp_path / "ckpt"), resume_from_checkpoint="latest",
-                                  progress=False).unlearn(load_pipeline())
+    resumed = killed_and_resumed(AdvUnlearnUnlearner, cfg, 4)
     for (k, a), b in zip(resumed.pipeline.text_encoder.state_dict().items(),
                          result.pipeline.text_encoder.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)

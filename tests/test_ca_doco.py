@@ -83,14 +83,10 @@ def test_patch_discriminator_scores_patches_of_latents():
     assert PatchDiscriminator(4, 64, 3)(torch.randn(1, 4, 64, 64)).shape == (1, 1, 6, 6)  # pix2pix's 70×70 PatchGAN
 
 
-def test_doco_resumes_to_the_uninterrupted_run_and_moves_only_cross_attention(tmp_path, crash_at):
+def test_doco_resumes_to_the_uninterrupted_run_and_moves_only_cross_attention(killed_and_resumed):
     cfg = DoCoConfig(concepts=["circle"], **FAST_DOCO)
     full = DoCoUnlearner(cfg, progress=False).unlearn(load_pipeline())
-    with pytest.raises(crash_at.Crash):
-        DoCoUnlearner(cfg, output_dir=str(tmp_path / "ckpt"), checkpointing_steps=1, progress=False,
-                      callback=crash_at(3)).unlearn(load_pipeline())
-    resumed = DoCoUnlearner(cfg, output_dir=str(tmp_path / "ckpt"), resume_from_checkpoint="latest",
-                            progress=False).unlearn(load_pipeline())
+    resumed = killed_and_resumed(DoCoUnlearner, cfg, 3)
     original = load_pipeline().unet.state_dict()
     moved = []
     for (k, a), b in zip(resumed.pipeline.unet.state_dict().items(), full.pipeline.unet.state_dict().values()):

@@ -71,14 +71,10 @@ def test_concept_mask_is_the_thresholded_normalised_concept_attention():
     assert masks[1][0].tolist() == [grid[0][0], grid[0][2], grid[2][0], grid[2][2]]  # nearest: every other row/column
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_erasers(receler_run, tmp_path, crash_at):
+def test_a_killed_run_resumes_to_the_uninterrupted_erasers(receler_run, killed_and_resumed):
     _, result = receler_run
     cfg = RecelerConfig(concepts=["circle"], **FAST)
-    with pytest.raises(crash_at.Crash):
-        RecelerUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
-                         callback=crash_at(3)).unlearn(load_pipeline())
-    resumed = RecelerUnlearner(cfg, output_dir=str(tmp_path / "c"), resume_from_checkpoint="latest",
-                               progress=False).unlearn(load_pipeline())
+    resumed = killed_and_resumed(RecelerUnlearner, cfg, 3)
     for (k, a), b in zip(resumed.pipeline.eraser.state_dict().items(), result.pipeline.eraser.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
 

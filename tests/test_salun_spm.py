@@ -46,13 +46,9 @@ def test_salun_changes_no_weight_outside_half_of_the_unet(salun_run):
     assert stats["steps"] == 2 * 2 and stats["forget_images"] == 4 and stats["retain_images"] == 4
 
 
-def test_salun_resumes_to_the_uninterrupted_weights(salun_run, tmp_path, crash_at):
+def test_salun_resumes_to_the_uninterrupted_weights(salun_run, killed_and_resumed):
     cfg, full = salun_run
-    with pytest.raises(crash_at.Crash):
-        SalUnUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
-                       callback=crash_at(2)).unlearn(load_pipeline())
-    resumed = SalUnUnlearner(cfg, output_dir=str(tmp_path / "c"), resume_from_checkpoint="latest",
-                             progress=False).unlearn(load_pipeline())
+    resumed = killed_and_resumed(SalUnUnlearner, cfg, 2)
     for (k, a), b in zip(resumed.pipeline.unet.state_dict().items(), full.pipeline.unet.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
 
@@ -102,14 +98,10 @@ def test_spm_membrane_is_a_rank_one_lora_stock_diffusers_loads(spm_run, mini_pip
     assert np.abs(b - c).max() > 1e-3
 
 
-def test_spm_resumes_to_the_uninterrupted_membrane(spm_run, tmp_path, crash_at):
+def test_spm_resumes_to_the_uninterrupted_membrane(spm_run, killed_and_resumed):
     _, result = spm_run
     cfg = SPMConfig(concepts=["circle"], **FAST_SPM)
-    with pytest.raises(crash_at.Crash):
-        SPMUnlearner(cfg, output_dir=str(tmp_path / "c"), checkpointing_steps=1, progress=False,
-                     callback=crash_at(4)).unlearn(load_pipeline())
-    resumed = SPMUnlearner(cfg, output_dir=str(tmp_path / "c"), resume_from_checkpoint="latest",
-                           progress=False).unlearn(load_pipeline())
+    resumed = killed_and_resumed(SPMUnlearner, cfg, 4)
     for k, v in result.lora_state_dict.items():
         torch.testing.assert_close(resumed.lora_state_dict[k], v, rtol=0, atol=1e-6, msg=k)
 
