@@ -187,7 +187,15 @@ class TaskSpec:
         rep = self.replacement if replacement is None else replacement
         if not rep:
             raise ValueError(f"TaskSpec for {self.target!r} has no default replacement; pass `replacement=`.")
-        return _tidy(re.sub(rf"\b(?:{self._pattern()})\b", rep, prompt, flags=re.IGNORECASE))
+        def same_case(match: re.Match) -> str:  # "Parachute drifting ..." -> "Airplane drifting ..." (Table 10)
+            return rep[:1].upper() + rep[1:] if match.group(0)[:1].isupper() and rep[:1].islower() else rep
+
+        text = re.sub(rf"\b(?:{self._pattern()})\b", same_case, prompt, flags=re.IGNORECASE)
+        # the article before the replacement agrees with it ("A church" -> "A bird", "A church" -> "An airplane")
+        text = re.sub(rf"\b(a|an)(\s+)({re.escape(rep)})\b",
+                      lambda m: (m.group(1)[0] + ("n" if m.group(3)[:1].lower() in "aeiou" else "")) + m.group(2)
+                      + m.group(3), text, flags=re.IGNORECASE)
+        return _tidy(text)
 
     def to_dict(self) -> dict:
         d = asdict(self)
