@@ -5,7 +5,16 @@ The CLIP vision tower stays frozen; only the gated-MLP heads learn. Data:
   * ``--dataset_name_or_path DIR`` an image folder (``DIR/<class>/*.png``): each class becomes a one-vs-rest task;
   * ``--dataset_name_or_path ID_OR_DIR --tasks a b`` a ``datasets`` dataset (Hub id or ``save_to_disk`` folder) with
     an image column and one 0/1 column per task (-1 = unknown);
-  * ``--mini_world`` the mini world's scenes with exact labels for its 19 tasks (the shipped mini heads).
+  * ``--mini_world`` the mini world's scenes with exact labels for its 19 tasks (the first mini heads);
+  * ``--dataset_name_or_path DATAIGM --dataset_config_name circle star`` DataIGM configs (a built folder or Hub id):
+    each config trains the head of its task on its ``train`` split and is scored on its ``test`` split per source;
+    ``--sources REAL`` keeps only some sources (the paper's "detector trained on REAL only").
+    With ``--pretrained_model_name_or_path`` only the heads of those tasks train (the others stay as saved);
+    ``--reset_heads`` starts them from fresh weights. The shipped mini heads of circle, star, sketch and striped:
+
+    python examples/train_multclf.py --pretrained_model_name_or_path src/igmu_hf/mini/weights/multclf \
+        --dataset_name_or_path mini-dataigm --dataset_config_name circle star sketch striped --reset_heads \
+        --output_dir multclf-dataigm
 
     python examples/train_multclf.py --mini_world --output_dir multclf-mini
     python examples/train_multclf.py --clip_name_or_path openai/clip-vit-large-patch14 \
@@ -37,6 +46,12 @@ def parse_args(argv=None):
     p.add_argument("--mini_world", action="store_true", help="Train on the mini world's scenes (19 tasks).")
     p.add_argument("--num_images", type=int, default=20000, help="Mini-world images (with --mini_world).")
     p.add_argument("--tasks", type=str, nargs="*", default=None, help="Label columns = task names.")
+    p.add_argument("--dataset_config_name", type=str, nargs="*", default=None,
+                   help="DataIGM configs to train on (each one's head learns target vs pair).")
+    p.add_argument("--sources", type=str, nargs="*", default=None,
+                   help="DataIGM sources to keep (REAL, LAION, SD-GEN; default all three).")
+    p.add_argument("--reset_heads", action="store_true",
+                   help="With --pretrained_model_name_or_path: start the trained heads from fresh weights.")
     p.add_argument("--image_column", type=str, default="image")
     p.add_argument("--validation_split", type=float, default=0.05)
     p.add_argument("--output_dir", type=str, required=True)
@@ -58,6 +73,11 @@ def load_data(args):
         return mini_multclf_dataset(args.num_images, seed=args.seed + 7), MINI_TASKS, {}
     if args.dataset_name_or_path is None:
         raise ValueError("Pass --dataset_name_or_path (image folder, saved dataset or Hub id) or --mini_world.")
+    if args.dataset_config_name:
+        from igmu_hf.data.training import dataigm_task_dataset
+
+        return dataigm_task_dataset(args.dataset_name_or_path, args.dataset_config_name, "train", args.sources), \
+            list(args.dataset_config_name), {}
     path = Path(args.dataset_name_or_path)
     if path.is_dir() and (path / "dataset_info.json").exists():
         ds = datasets.load_from_disk(str(path))
@@ -103,13 +123,24 @@ def main(argv=None):
     ds, tasks, collate_kwargs = load_data(args)
     if args.pretrained_model_name_or_path:
         model = MultClfModel.from_pretrained(args.pretrained_model_name_or_path)
-        if model.config.tasks != tasks:
-            raise ValueError(f"The saved MultClf's tasks {model.config.tasks} differ from the data's {tasks}.")
+        missing = [t for t in tasks if t not in model.config.tasks]
+        if missing:
+            raise ValueError(f"The saved MultClf has no head for {missing}; its heads: {model.config.tasks}. Train "
+                             f"from --clip_name_or_path instead, or name tasks it has.")
         processor = CLIPImageProcessor.from_pretrained(args.pretrained_model_name_or_path)
+        model.train_only(tasks, reset=args.reset_heads, seed=args.seed)
     else:
         model = MultClfModel.from_clip(args.clip_name_or_path, tasks=tasks)
         processor = CLIPImageProcessor.from_pretrained(args.clip_name_or_path)
-    split = ds.train_test_split(test_size=args.validation_split, seed=args.seed)
+    model_tasks = list(model.config.tasks)
+    if args.dataset_config_name:  # DataIGM has its own test split: evaluate on it, not on a slice of train
+        from igmu_hf.data.training import dataigm_task_dataset
+
+        split = {"train": ds, "test": dataigm_task_dataset(args.dataset_name_or_path, args.dataset_config_name,
+                                                           "test", args.sources)}
+        collate_kwargs = {**collate_kwargs, "missing_as_unknown": True}  # heads not trained here: label -1
+    else:
+        split = ds.train_test_split(test_size=args.validation_split, seed=args.seed)
     training_args = TrainingArguments(
         output_dir=args.output_dir, num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate,
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -117,14 +148,23 @@ def main(argv=None):
         save_total_limit=2, logging_steps=20, seed=args.seed, remove_unused_columns=False, report_to=[],
         label_names=["labels"], dataloader_num_workers=0, push_to_hub=False, use_cpu=not torch.cuda.is_available())
     trainer = Trainer(model=model, args=training_args, train_dataset=split["train"], eval_dataset=split["test"],
-                      data_collator=MultClfCollator(processor, tasks, args.image_column, **collate_kwargs),
+                      data_collator=MultClfCollator(processor, model_tasks, args.image_column, **collate_kwargs),
                       compute_metrics=compute_metrics)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     metrics = trainer.evaluate()
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
+    if args.dataset_config_name:  # the paper's Table 6: accuracy, precision, recall, F1 per task and source
+        from igmu_hf.data.reliability import MultClfDetector, detector_reliability, reliability_markdown
+
+        study = detector_reliability(args.dataset_name_or_path, args.dataset_config_name,
+                                     [MultClfDetector("MultClf", args.output_dir)])
+        metrics["per_source"] = {c: {s: e["MultClf"] for s, e in v.items()} for c, v in study["results"].items()}
+        (Path(args.output_dir) / "per_source_accuracy.md").write_text(reliability_markdown(study))
     (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
+    if "per_source" in metrics:
+        print((Path(args.output_dir) / "per_source_accuracy.md").read_text())
     if args.push_to_hub:
         from igmu_hf.hub import push_folder_to_hub
 

@@ -1,4 +1,4 @@
-"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo, publish, convert-yolo. Thin argparse over the
+"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo, publish, convert-yolo, dataigm, detectors. Thin argparse over the
 library entry points (:mod:`igmu_hf.api`). What the user names (output folders, Hub ids, prompt files, JSON flags,
 numbers) is checked before any work; user errors end in one line (:mod:`igmu_hf.errors`), programming errors keep
 their traceback."""
@@ -113,7 +113,122 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust_pickle", action="store_true",
                    help="Required: .pt files are pickles and loading one RUNS THE CODE IT HOLDS. Pass it only for a "
                         "file from a source you trust (e.g. ultralytics' own release).")
+    p = sub.add_parser("dataigm", help="DataIGM: build the dataset (mini or real recipe) and prepare it for "
+                                       "load_dataset by folder or Hub id.")
+    dsub = p.add_subparsers(dest="dataigm_command", required=True)
+    b = dsub.add_parser("build", help="Build DataIGM configs into parquet shards + dataset card (resumable).")
+    b.add_argument("--output_dir", type=str, required=True, help="Folder to build into (resumed if it exists).")
+    b.add_argument("--mini", action="store_true", help="The mini DataIGM, from the embedded mini world.")
+    b.add_argument("--configs", type=str, nargs="*", default=None,
+                   help="Configs (real: nudity vangogh church parachute; mini: any mini task, default circle star "
+                        "sketch striped).")
+    b.add_argument("--real_dir", type=str, default=None, help="Real recipe: <real_dir>/<config>/<split>/{target,pair}/.")
+    b.add_argument("--laion_dir", type=str, default=None, help="Real recipe: <laion_dir>/<config>.parquet.")
+    _add_model_arg(b)
+    b.add_argument("--unlearned", type=str, nargs="*", default=None,
+                   help="Real recipe: unlearned SD-GEN generators, CONFIG:METHOD=PATH_OR_ID.")
+    b.add_argument("--methods", type=str, default="uce,rece,mace,salun,ca",
+                   help="Mini recipe: methods whose unlearned mini models join SD-GEN (comma-separated).")
+    b.add_argument("--num_train", type=int, default=None, help="Rows per label per source in train (mini: 150).")
+    b.add_argument("--num_test", type=int, default=None, help="Rows per label per source in test (mini: 50).")
+    b.add_argument("--curator", type=str, default=None, help="Real recipe: judge that keeps SD-GEN generations "
+                                                            "agreeing with their prompt (e.g. nudenet).")
+    b.add_argument("--chunk_size", type=int, default=None, help="SD-GEN candidates per resumable chunk.")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--repo_id", type=str, default=None, help="Also prepare it in the local datasets cache as this "
+                                                            "Hub id (load_dataset(repo_id, config) offline).")
+    b.add_argument("--cache_dir", type=str, default=None, help="datasets cache (default: HF_DATASETS_CACHE).")
+    b.add_argument("--push_to_hub", action="store_true", help="Upload card and shards to --repo_id.")
+    b.add_argument("--overwrite", action="store_true", help="Rebuild a folder built with other settings.")
+
+    p = sub.add_parser("detectors", help="Detector reliability on DataIGM (paper Tables 1-3, 6): accuracy, "
+                                         "precision, recall, F1 per task and source; Markdown + JSON.")
+    p.add_argument("--dataset", type=str, required=True, help="A built DataIGM folder or a Hub id.")
+    p.add_argument("--configs", type=str, nargs="*", default=None, help="Configs to study (default: all built).")
+    p.add_argument("--multclf", type=str, nargs="*", default=None,
+                   help="MultClf checkpoints as NAME=PATH_OR_ID (default: the world's own MultClf).")
+    p.add_argument("--clip", type=str, default=None, help="CLIP for CLIP accuracy (default: the world's).")
+    p.add_argument("--split", type=str, default="test")
+    p.add_argument("--output_dir", type=str, required=True, help="Where detector_reliability.{md,json} go.")
     return parser
+
+
+def cmd_dataigm(args) -> int:
+    from .outputs import check_writable_dir
+
+    check_writable_dir(args.output_dir)
+    if args.repo_id or args.push_to_hub:
+        check_hub_id("--repo_id", args.repo_id)
+    splits = {k: v for k, v in (("train", args.num_train), ("test", args.num_test)) if v is not None}
+    for name, v in splits.items():
+        if v < 1:
+            raise ValueError(f"`--num_{name}` must be at least 1, got {v}.")
+    extra = {"chunk_size": args.chunk_size} if args.chunk_size else {}
+    if args.mini:
+        from .data.mini import build_mini_dataigm
+
+        if args.real_dir or args.laion_dir or args.unlearned:
+            raise ValueError("--mini builds its own sources; drop --real_dir/--laion_dir/--unlearned.")
+        methods = [m for m in args.methods.split(",") if m]
+        from .methods import list_methods
+
+        unknown = [m for m in methods if m not in list_methods()]
+        if unknown:
+            raise ValueError(f"`--methods` names {unknown}, not registered methods; methods: {list_methods()}.")
+        record = build_mini_dataigm(args.output_dir, args.configs, methods,
+                                    {"train": splits.get("train", 150), "test": splits.get("test", 50)}, args.seed,
+                                    overwrite=args.overwrite, **extra)
+    else:
+        from .data.real import build_real_dataigm, parse_unlearned
+
+        if not (args.real_dir or args.laion_dir or splits):
+            raise ValueError("Give at least one source: --real_dir, --laion_dir, or --num_train/--num_test for "
+                             "SD-GEN (or --mini for the mini DataIGM).")
+        record = build_real_dataigm(args.output_dir, args.configs, args.real_dir, args.laion_dir,
+                                    args.pretrained_model_name_or_path, parse_unlearned(args.unlearned),
+                                    splits or None, args.seed, args.curator, overwrite=args.overwrite, **extra)
+    for config, per_split in record["counts"].items():
+        for split, per_source in per_split.items():
+            print(f"{config}/{split}: " + ", ".join(f"{s} {c['target']}+{c['pair']}" for s, c in per_source.items()))
+    print(f"Built {args.output_dir} (card: README.md); load_dataset({args.output_dir!r}, <config>) loads it.")
+    if args.repo_id:
+        from .data.build import prepare_offline, push_dataigm_to_hub
+
+        names = prepare_offline(args.output_dir, args.repo_id, cache_dir=args.cache_dir)
+        print(f"Prepared {', '.join(names)} in the datasets cache: load_dataset({args.repo_id!r}, <config>) works "
+              f"with HF_HUB_OFFLINE=1.")
+        if args.push_to_hub:
+            push_dataigm_to_hub(args.output_dir, args.repo_id)
+            print(f"Pushed to the Hub as {args.repo_id}.")
+    return 0
+
+
+def cmd_detectors(args) -> int:
+    import datasets
+
+    from .data.reliability import default_detectors, detector_reliability, reliability_markdown, world_of, \
+        write_reliability
+    from .outputs import check_writable_dir
+
+    check_writable_dir(args.output_dir)
+    multclf = None
+    if args.multclf:
+        multclf = {}
+        for spec in args.multclf:
+            name, sep, path = spec.partition("=")
+            if not (sep and name and path):
+                raise ValueError(f"`--multclf` takes NAME=PATH_OR_ID, got {spec!r}.")
+            multclf[name] = path
+    configs = args.configs or list(datasets.get_dataset_config_names(args.dataset))
+    worlds = {world_of(c) for c in configs}
+    if len(worlds) > 1:
+        raise ValueError(f"`--configs` mixes the real recipe's and mini tasks ({configs}); study one world at a time.")
+    report = detector_reliability(args.dataset, configs, default_detectors(worlds.pop(), multclf, args.clip),
+                                  split=args.split)
+    paths = write_reliability(report, args.output_dir)
+    print(reliability_markdown(report))
+    print(f"Written: {paths['markdown'].name} and {paths['json'].name} in {args.output_dir}")
+    return 0
 
 
 def cmd_categorize(args) -> int:
@@ -223,7 +338,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_library_loading()
     handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "attack": cmd_attack,
-                "demo": cmd_demo, "publish": cmd_publish, "convert-yolo": cmd_convert_yolo}
+                "demo": cmd_demo, "publish": cmd_publish, "convert-yolo": cmd_convert_yolo,
+                "dataigm": cmd_dataigm, "detectors": cmd_detectors}
     return run_command(lambda: handlers[args.command](args), f"igmu {args.command}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import datasets
+from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_text_atomic
 from .schema import FEATURES, LABEL_NAMES, SOURCE_NAMES, SPLITS, check_split, source_slug
@@ -112,6 +113,8 @@ def sd_gen_rows(work: Path, config: str, split: str, label: str, quota: int, pro
     seed_base = seed + SEED_OFFSETS[(split, label)]
     n_proc, rank = state.num_processes, state.process_index
     done, max_chunks = 0, -(-quota * MAX_CANDIDATES_PER_ROW // chunk_size)
+    bar = tqdm(total=quota, desc=f"SD-GEN {config}/{split}/{label}", unit="img",
+               disable=not (progress and state.is_main_process))
     while True:
         mine = done + rank
         path = folder / f"chunk-{mine:05d}.parquet"
@@ -124,10 +127,10 @@ def sd_gen_rows(work: Path, config: str, split: str, label: str, quota: int, pro
         state.wait_for_everyone()
         done += n_proc
         accepted = _count_accepted(folder, done)
-        if progress and state.is_main_process:
-            logger.info("SD-GEN %s/%s/%s: %d of %d accepted after %d candidates", config, split, label,
-                        min(accepted, quota), quota, done * chunk_size)
+        bar.update(min(accepted, quota) - bar.n)
+        bar.set_postfix(candidates=done * chunk_size)
         if accepted >= quota:
+            bar.close()
             break
         if done >= max_chunks:
             raise DataIGMBuildError(

@@ -110,6 +110,16 @@ class MultClfModel(PreTrainedModel):
         model.vision_model.requires_grad_(False)
         return model
 
+    def train_only(self, tasks: Sequence[str], reset: bool = False, seed: int = 0) -> None:
+        """Make only the heads of ``tasks`` trainable (the others keep their weights exactly); ``reset`` gives those
+        heads fresh weights first (seeded), so they learn from the new data alone."""
+        keep = {self.task_index(t) for t in tasks}
+        for k, head in enumerate(self.heads):
+            head.requires_grad_(k in keep)
+            if reset and k in keep:
+                torch.manual_seed(seed + k)
+                head.apply(self._init_weights)
+
     def task_index(self, task: str) -> int:
         """Index of ``task``'s head; a clear error names the heads this model has."""
         if task not in self.config.tasks:
@@ -147,8 +157,10 @@ class MultClfCollator:
     """
 
     def __init__(self, image_processor, tasks: Sequence[str], image_column: str = "image",
-                 label_column: str | None = None, class_names: Sequence[str] | None = None):
+                 label_column: str | None = None, class_names: Sequence[str] | None = None,
+                 missing_as_unknown: bool = False):
         self.image_processor = image_processor
+        self.missing_as_unknown = missing_as_unknown  # a task without a column is unknown (-1): its head is not trained
         self.tasks = list(tasks)
         self.image_column = image_column
         self.label_column = label_column
@@ -161,7 +173,8 @@ class MultClfCollator:
             names = [self.class_names[row[self.label_column]] for row in rows]
             labels = [[float(n == t) for t in self.tasks] for n in names]
         else:
-            labels = [[float(row[t]) for t in self.tasks] for row in rows]
+            labels = [[float(row.get(t, -1) if self.missing_as_unknown else row[t]) for t in self.tasks]
+                      for row in rows]
         return {"pixel_values": pixel_values, "labels": torch.tensor(labels)}
 
 
