@@ -3,8 +3,9 @@
 
 1. build the mini DataIGM (or reuse ``--dataset``);
 2. train MultClf heads for its configs on REAL rows only, and on all three sources (``examples/train_multclf.py``);
-3. score, per task and source on the test split: the first mini heads (trained on renderer scenes, i.e. REAL-like
-   data), the REAL-only heads, the DataIGM heads, CLIP accuracy and the mini classifier (the curator of SD-GEN).
+3. score, per task and source on the test split: the REAL-only heads, the DataIGM heads (the shipped heads of these
+   tasks are these), CLIP accuracy, the mini classifier (the curator of SD-GEN) and, with ``--first_heads``, the
+   first mini heads (trained on renderer scenes by ``examples/train_multclf.py --mini_world``).
 
     python benchmarks/bench_detector_reliability.py --output_dir bench-detectors [--dataset mini-dataigm]
 
@@ -25,7 +26,8 @@ def main():
     p.add_argument("--output_dir", type=str, required=True)
     p.add_argument("--dataset", type=str, default=None, help="A built mini DataIGM (default: build one).")
     p.add_argument("--num_train_epochs", type=float, default=10)
-    p.add_argument("--shipped", type=str, default=None, help="The first mini heads (default: the shipped ones).")
+    p.add_argument("--first_heads", type=str, default=None,
+                   help="The first mini heads (examples/train_multclf.py --mini_world), to score beside the others.")
     args = p.parse_args()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +41,7 @@ def main():
     from igmu_hf.mini import CLIP_PATH, MULTCLF_PATH
 
     configs = json.loads((Path(dataset) / "build_info.json").read_text())["recipe"]["configs"]
-    shipped = args.shipped or MULTCLF_PATH
+    shipped = MULTCLF_PATH  # its other heads and vision tower; the studied heads are trained from fresh weights
     heads = {}
     for name, sources in (("real-only", ["REAL"]), ("dataigm", [])):
         dest = out / f"multclf-{name}"
@@ -50,8 +52,9 @@ def main():
                             "--num_train_epochs", str(args.num_train_epochs), "--per_device_train_batch_size", "64",
                             "--output_dir", str(dest)], check=True)
         heads[name] = str(dest)
-    detectors = [MultClfDetector("MultClf, first mini heads (renderer scenes)", shipped),
-                 MultClfDetector("MultClf trained on REAL only", heads["real-only"]),
+    detectors = [MultClfDetector("MultClf, first mini heads (renderer scenes)", args.first_heads)] \
+        if args.first_heads else []
+    detectors += [MultClfDetector("MultClf trained on REAL only", heads["real-only"]),
                  MultClfDetector("MultClf trained on DataIGM (all sources)", heads["dataigm"]),
                  ClipAccuracyDetector(CLIP_PATH),
                  JudgeDetector("mini classifier (REAL only; curator of SD-GEN)", MiniConceptJudge.from_pretrained,

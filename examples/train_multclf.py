@@ -122,7 +122,7 @@ def main(argv=None):
     set_seed(args.seed)
     ds, tasks, collate_kwargs = load_data(args)
     if args.pretrained_model_name_or_path:
-        model = MultClfModel.from_pretrained(args.pretrained_model_name_or_path)
+        model = MultClfModel.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)  # trains in fp32
         missing = [t for t in tasks if t not in model.config.tasks]
         if missing:
             raise ValueError(f"The saved MultClf has no head for {missing}; its heads: {model.config.tasks}. Train "

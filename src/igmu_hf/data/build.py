@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_text_atomic
 from .schema import FEATURES, LABEL_NAMES, SOURCE_NAMES, SPLITS, check_split, source_slug
-from .sources import DataIGMSourceError, laion_rows, real_rows, sd_gen_chunk
+from .sources import DataIGMSourceError, laion_rows, real_rows, sd_gen_chunk, stream_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _count_accepted(folder: Path, chunks: int) -> int:
                for c in range(chunks))
 
 
-def sd_gen_rows(work: Path, config: str, split: str, label: str, quota: int, prompts: list[str],
+def sd_gen_rows(work: Path, config: str, split: str, label: str, quota: int, prompts: list[list[str]],
                 generators: list[dict], seed: int, curator, chunk_size: int, generation_kwargs: dict | None,
                 state, progress: bool = True) -> list[dict]:
     """The first ``quota`` accepted rows of an SD-GEN stream. Chunks are drawn in rounds of one per process (chunk
@@ -213,10 +213,14 @@ def build_dataigm(output_dir: str | Path, configs: list[str], families: dict[str
                         if config not in generators:
                             raise DataIGMBuildError(f"No SD-GEN generators were given for config {config!r}.")
                         rows = []
+                        judge = curator(config) if curator else None
                         for label in ("target", "pair"):
-                            rows += sd_gen_rows(work, config, split, label, quota, families[config][label],
-                                                generators[config], seed, curator(config) if curator else None,
-                                                chunk_size, generation_kwargs, state, progress)
+                            # without a curator an unlearned model's target-prompt image has no known label:
+                            # the target stream is then the original's alone (the paper's train/test SD-GEN)
+                            gens = generators[config] if judge or label == "pair" else generators[config][:1]
+                            rows += sd_gen_rows(work, config, split, label, quota,
+                                                stream_prompts(families[config], label, len(gens), curated=bool(judge)),
+                                                gens, seed, judge, chunk_size, generation_kwargs, state, progress)
                     elif state.is_main_process:
                         rows = (real_rows(real_dir, config, split, quota, license=(licenses or {}).get("REAL", ""))
                                 if source == "REAL" else laion_rows(laion_dir, config, split, quota))
@@ -235,7 +239,9 @@ def build_dataigm(output_dir: str | Path, configs: list[str], families: dict[str
                            "diffusers": _version("diffusers"), "torch": _version("torch")}}
     if state.is_main_process:
         write_text_atomic(info_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-        write_text_atomic(out / "README.md", dataset_card(record, card_notes, licenses or {}))
+        sizes = {c: {split: sum(p.stat().st_size for p in (out / "data" / c / split).glob("*.parquet"))
+                     for split in per_split} for c, per_split in counts.items()}
+        write_text_atomic(out / "README.md", dataset_card(record, card_notes, licenses or {}, sizes))
     state.wait_for_everyone()
     return record
 
@@ -248,17 +254,24 @@ def _version(name: str) -> str:
 
 # ---------------------------------------------------------------- the card
 
-def dataset_card(record: dict, notes: str = "", licenses: dict[str, str] | None = None) -> str:
-    """README.md with the YAML ``configs:`` (parquet per split) and ``dataset_info`` (features, split sizes)."""
+def dataset_card(record: dict, notes: str = "", licenses: dict[str, str] | None = None,
+                 split_bytes: dict[str, dict[str, int]] | None = None) -> str:
+    """README.md with the YAML ``configs:`` (parquet per split) and ``dataset_info`` (features, split sizes).
+
+    The split sizes in bytes matter beyond the Hub's viewer: ``load_dataset(folder)`` caches a local parquet folder
+    under a hash of the card's ``dataset_info`` and configs, not of the files' content, so a rebuilt folder whose
+    card did not change would be served from the stale cache."""
     import yaml
 
     configs, infos = [], []
     for config, splits in record["counts"].items():
         configs.append({"config_name": config, "data_files": [
             {"split": split, "path": f"data/{config}/{split}/*.parquet"} for split in splits]})
+        sizes = (split_bytes or {}).get(config, {})
         infos.append({"config_name": config, "features": FEATURES._to_yaml_list(), "splits": [
-            {"name": split, "num_examples": sum(sum(c.values()) for c in sources.values())}
-            for split, sources in splits.items()]})
+            {"name": split, "num_bytes": sizes.get(split, 0),
+             "num_examples": sum(sum(c.values()) for c in sources.values())} for split, sources in splits.items()],
+            "download_size": sum(sizes.values()), "dataset_size": sum(sizes.values())})
     meta = {"license": "other", "task_categories": ["image-classification"], "tags": ["unlearning", "igmu"],
             "pretty_name": "DataIGM", "configs": configs, "dataset_info": infos}
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "", "# DataIGM", "",

@@ -141,22 +141,40 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def sd_gen_candidate(i: int, prompts: list[str], num_generators: int, seed_base: int) -> tuple[int, str, int]:
-    """Candidate ``i`` of an SD-GEN stream: (generator index, prompt, seed). Generators interleave, prompts cycle."""
-    return i % num_generators, prompts[(i // num_generators) % len(prompts)], seed_base + i
+def stream_prompts(family: dict[str, list[str]], label: str, num_generators: int, curated: bool = True
+                   ) -> list[list[str]]:
+    """The prompts of each generator in an SD-GEN stream. ``target``: the target prompts for every generator.
+    ``pair``: the pair prompts for the original model (generator 0); for an unlearned model, pair and target prompts
+    alternate, because its image of a target prompt that no longer shows the target is a pair image (what unlearning
+    should draw, seed 000 §4.2), kept only when the curator agrees; without them a detector trained here would never
+    see an unlearned model's "forgotten" outputs. Without a curator (``curated=False``) every generator draws only
+    its label's prompts."""
+    if label == "target" or not curated:
+        return [family["target"]] * num_generators
+    mixed = [p for pair in zip(family["pair"], family["target"]) for p in pair]
+    return [family["pair"]] + [mixed] * (num_generators - 1)
 
 
-def sd_gen_chunk(config: str, split: str, label: str, chunk: int, chunk_size: int, prompts: list[str],
+def sd_gen_candidate(i: int, prompts: list[list[str]], seed_base: int) -> tuple[int, str, int]:
+    """Candidate ``i`` of an SD-GEN stream: (generator index, prompt, seed). Generators interleave; each cycles
+    through its own prompt list."""
+    g = i % len(prompts)
+    return g, prompts[g][(i // len(prompts)) % len(prompts[g])], seed_base + i
+
+
+def sd_gen_chunk(config: str, split: str, label: str, chunk: int, chunk_size: int, prompts: list[list[str]],
                  generators: list[dict], seed_base: int, curator=None, generation_kwargs: dict | None = None
                  ) -> list[dict]:
     """Generate chunk ``chunk`` of an SD-GEN stream: rows of the schema plus ``accepted`` (the curator agrees the
     image shows the target exactly when its label is ``target``; every row is accepted without a curator).
 
-    ``generators``: ``{"pipeline", "model_id", "method"}`` dicts. The chunk depends only on its index."""
+    ``generators``: ``{"pipeline", "model_id", "method"}`` dicts; ``prompts``: one list per generator
+    (:func:`stream_prompts`). The chunk depends only on its index."""
     from ..evaluation import generate_images
 
-    cands = [sd_gen_candidate(i, prompts, len(generators), seed_base)
-             for i in range(chunk * chunk_size, (chunk + 1) * chunk_size)]
+    if curator is None and any(p != prompts[0] for p in prompts):
+        raise ValueError("A pair stream that holds target prompts needs a curator to label them.")
+    cands = [sd_gen_candidate(i, prompts, seed_base) for i in range(chunk * chunk_size, (chunk + 1) * chunk_size)]
     images: dict[int, object] = {}
     for g, gen in enumerate(generators):
         idx = [k for k, c in enumerate(cands) if c[0] == g]
