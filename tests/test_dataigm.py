@@ -64,7 +64,7 @@ def test_schema_label_order_is_fixed():
 
 
 def test_unknown_config_is_refused_by_name():
-    with pytest.raises(ValueError, match="no config 'churchh'.*nudity, vangogh, church, parachute"):
+    with pytest.raises(ValueError, match="no config 'churchh'.*vangogh, nudity, church, parachute"):
         family("churchh")
     with pytest.raises(ValueError, match="not a mini-world concept"):
         family_prompts("churchh", "mini")
@@ -98,8 +98,13 @@ def test_mini_build_loads_with_schema_and_balance(built):
     fam = family_prompts("circle", "mini")
     sd = train.filter(lambda s: s == 2, input_columns="source")
     for row in sd:
-        assert row["prompt"] in fam["target" if row["label"] == 1 else "pair"]
-        assert row["generator"]["method"] in ("original", "uce") and row["seed"] >= 0
+        method = row["generator"]["method"]
+        assert method in ("original", "uce") and row["seed"] >= 0
+        if row["label"] == 1 or method == "original":
+            assert row["prompt"] in fam["target" if row["label"] == 1 else "pair"]
+        else:  # an unlearned model's pair image may answer a target prompt (the target forgotten, as the curator saw)
+            assert row["prompt"] in fam["pair"] + fam["target"]
+    assert any(r["generator"]["method"] == "uce" and r["label"] == 0 and r["prompt"] in fam["target"] for r in sd)
     assert record["recipe"]["curator"]["judge"].startswith("mini classifier")
     card = (out / "README.md").read_text()
     assert "config_name: circle" in card and "data/circle/train/*.parquet" in card
@@ -118,6 +123,10 @@ def test_same_seeds_give_identical_parquet(built, tmp_path):
         assert pq.read_table(a).equals(pq.read_table(b)), a.name
 
 
+class Killed(Exception):
+    """Raised mid-build, as a kill would stop it."""
+
+
 def test_interrupted_build_resumes_without_regenerating(built, tmp_path, monkeypatch):
     import igmu_hf.data.build as build
 
@@ -125,16 +134,19 @@ def test_interrupted_build_resumes_without_regenerating(built, tmp_path, monkeyp
     real = build.sd_gen_chunk
     calls = []
 
+    killed = []
+
     def crashing(*args, **kwargs):
         calls.append(args[:4])
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # killed mid-build
+        if len(calls) == 3 and not killed:
+            killed.append(args[:4])
+            raise Killed
         return real(*args, **kwargs)
 
     folder = tmp_path / "resumed"
     shutil.copytree(out / ".work" / "models", folder / ".work" / "models")  # reuse the unlearned model
     monkeypatch.setattr(build, "sd_gen_chunk", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         build_mini_dataigm(folder, ["circle"], ["uce"], NUM, seed=0, chunk_size=8, progress=False)
     finished = sorted((folder / "data").rglob("*.parquet"))
     assert finished  # REAL and LAION of train were written before the crash
@@ -162,7 +174,7 @@ def test_offline_hub_id_loads_the_prepared_cache(built, tmp_path):
         "import datasets, json, sys\n"
         "ds = datasets.load_dataset('igmu/dataigm', 'sketch', split='test')\n"
         "col = ds.data.column('image').to_pylist()\n"
-        "print(json.dumps({'features': ds.features.to_dict(), 'ids': ds['id'], 'labels': ds['label'],\n"
+        "print(json.dumps({'features': ds.features.to_dict(), 'ids': list(ds['id']), 'labels': list(ds['label']),\n"
         "                  'paths': [c['path'] for c in col], 'bytes': [c['bytes'].hex()[:64] for c in col]}))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache)})
@@ -170,7 +182,7 @@ def test_offline_hub_id_loads_the_prepared_cache(built, tmp_path):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     local = datasets.load_dataset(str(out), "sketch", split="test")
     assert datasets.Features.from_dict(got["features"]) == FEATURES
-    assert got["ids"] == local["id"] and got["labels"] == local["label"]
+    assert got["ids"] == list(local["id"]) and got["labels"] == list(local["label"])
     assert all(p is None for p in got["paths"])  # image bytes, no local paths
     assert got["bytes"] == [c["bytes"].hex()[:64] for c in local.data.column("image").to_pylist()]
 
@@ -179,7 +191,7 @@ def _real_recipe_sources(built, tmp_path) -> Path:
     """The mini REAL drawings of circle laid out as the real recipe's church folder (no download, no model)."""
     out, _ = built
     real = tmp_path / "real"
-    shutil.copytree(out / ".work" / "sources" / "real" / "circle", real / "church")
+    shutil.copytree(next((out / ".work" / "sources").glob("*/real/circle")), real / "church")
     return real
 
 
@@ -202,6 +214,13 @@ def test_real_recipe_errors_are_clear_and_keep_earlier_shards(built, tmp_path):
     with pytest.raises(ValueError, match="no config 'chapel'"):
         build_real_dataigm(dest, ["chapel"], real_dir=str(real), progress=False)
     assert {p: p.read_bytes() for p in (dest / "data").rglob("*.parquet")} == shards
+    # a rebuild with other settings (--overwrite) is what load_dataset returns next, not a stale cache of the first
+    assert len(datasets.load_dataset(str(dest), "church", split="train")) == 12
+    shutil.rmtree(real)
+    real = _real_recipe_sources(built, tmp_path)
+    build_real_dataigm(dest, ["church"], real_dir=str(real), num_per_label={"train": 5, "test": 3}, overwrite=True,
+                       progress=False)
+    assert len(datasets.load_dataset(str(dest), "church", split="train")) == 10
 
 
 def test_cli_refuses_bad_configs_in_one_line(capsys, tmp_path):
@@ -268,3 +287,48 @@ def test_train_multclf_on_dataigm_trains_only_its_heads(built, tmp_path):
     assert set(metrics["per_source"]) == {"circle", "sketch"}
     assert set(metrics["per_source"]["circle"]) == {"REAL", "LAION", "SD-GEN"}
     assert (dest / "per_source_accuracy.md").exists()
+
+
+def test_two_processes_build_the_rows_of_one(tmp_path, run_on_two_cpu_processes):
+    script = tmp_path / "build.py"
+    script.write_text("import sys, torch\ntorch.set_num_threads(1)\nfrom igmu_hf.data.mini import build_mini_dataigm\n"
+                      "build_mini_dataigm(sys.argv[1], ['circle'], [], {'train': 4, 'test': 2}, chunk_size=8, "
+                      "progress=False)\n")
+    run_on_two_cpu_processes([str(script), str(tmp_path / "two")])
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, capture_output=True)
+    one = sorted((tmp_path / "one" / "data").rglob("*.parquet"))
+    assert len(one) == 6  # 2 splits x 3 sources
+    for a in one:
+        b = tmp_path / "two" / a.relative_to(tmp_path / "one")
+        assert pq.read_table(a).equals(pq.read_table(b)), a.name
+    # the second process drew its own chunks (chunk 1 of each stream)
+    assert list((tmp_path / "two" / ".work" / "sd-gen").rglob("chunk-00001.parquet"))
+
+
+def test_image_classifier_detector_on_the_real_recipe(built, tmp_path):
+    import torch
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    from igmu_hf.data.real import build_real_dataigm
+    from igmu_hf.data.reliability import CannotJudge, ImageClassifierDetector, binary_scores, detector_reliability
+
+    torch.manual_seed(0)
+    labels = {0: "church, church building", 1: "bird", 2: "parachute, chute"}
+    tiny = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1],
+                                                     num_labels=3, id2label=labels,
+                                                     label2id={v: k for k, v in labels.items()}))
+    tiny.save_pretrained(tmp_path / "resnet")
+    processor = ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0)
+    processor.save_pretrained(tmp_path / "resnet")
+    det = ImageClassifierDetector(str(tmp_path / "resnet"))
+    with pytest.raises(CannotJudge, match="no class .* named 'van gogh style'"):
+        det.predict([], "vangogh")
+    folder = tmp_path / "dataigm"
+    build_real_dataigm(folder, ["church"], real_dir=str(_real_recipe_sources(built, tmp_path)), progress=False)
+    report = detector_reliability(str(folder), ["church"], [det])
+    test = datasets.load_dataset(str(folder), "church", split="test")
+    with torch.no_grad():
+        pixels = processor(images=[im.convert("RGB") for im in test["image"]], return_tensors="pt")["pixel_values"]
+        top1 = tiny.eval()(pixel_values=pixels).logits.argmax(-1).tolist()
+    expected = binary_scores(test["label"], [k == 0 for k in top1])
+    assert report["results"]["church"]["REAL"][det.name] == expected

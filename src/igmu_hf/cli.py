@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "sketch striped).")
     b.add_argument("--real_dir", type=str, default=None, help="Real recipe: <real_dir>/<config>/<split>/{target,pair}/.")
     b.add_argument("--laion_dir", type=str, default=None, help="Real recipe: <laion_dir>/<config>.parquet.")
-    _add_model_arg(b)
+    b.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                   help="Real recipe: the original model that generates SD-GEN (e.g. CompVis/stable-diffusion-v1-4); "
+                        "without it there is no SD-GEN part.")
     b.add_argument("--unlearned", type=str, nargs="*", default=None,
                    help="Real recipe: unlearned SD-GEN generators, CONFIG:METHOD=PATH_OR_ID.")
     b.add_argument("--methods", type=str, default="uce,rece,mace,salun,ca",
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multclf", type=str, nargs="*", default=None,
                    help="MultClf checkpoints as NAME=PATH_OR_ID (default: the world's own MultClf).")
     p.add_argument("--clip", type=str, default=None, help="CLIP for CLIP accuracy (default: the world's).")
+    p.add_argument("--image_classifier", type=str, default=None,
+                   help="ImageNet classifier for object tasks (real recipe default: microsoft/resnet-50).")
     p.add_argument("--split", type=str, default="test")
     p.add_argument("--output_dir", type=str, required=True, help="Where detector_reliability.{md,json} go.")
     return parser
@@ -181,9 +185,9 @@ def cmd_dataigm(args) -> int:
     else:
         from .data.real import build_real_dataigm, parse_unlearned
 
-        if not (args.real_dir or args.laion_dir or splits):
-            raise ValueError("Give at least one source: --real_dir, --laion_dir, or --num_train/--num_test for "
-                             "SD-GEN (or --mini for the mini DataIGM).")
+        if not (args.real_dir or args.laion_dir or args.pretrained_model_name_or_path):
+            raise ValueError("Give at least one source: --real_dir, --laion_dir, or --pretrained_model_name_or_path "
+                             "(with --num_train/--num_test) for SD-GEN (or --mini for the mini DataIGM).")
         record = build_real_dataigm(args.output_dir, args.configs, args.real_dir, args.laion_dir,
                                     args.pretrained_model_name_or_path, parse_unlearned(args.unlearned),
                                     splits or None, args.seed, args.curator, overwrite=args.overwrite, **extra)
@@ -223,7 +227,8 @@ def cmd_detectors(args) -> int:
     worlds = {world_of(c) for c in configs}
     if len(worlds) > 1:
         raise ValueError(f"`--configs` mixes the real recipe's and mini tasks ({configs}); study one world at a time.")
-    report = detector_reliability(args.dataset, configs, default_detectors(worlds.pop(), multclf, args.clip),
+    report = detector_reliability(args.dataset, configs, default_detectors(worlds.pop(), multclf, args.clip,
+                                                                    image_classifier=args.image_classifier),
                                   split=args.split)
     paths = write_reliability(report, args.output_dir)
     print(reliability_markdown(report))

@@ -146,6 +146,20 @@ def sd_gen_rows(work: Path, config: str, split: str, label: str, quota: int, pro
 
 # ---------------------------------------------------------------- the build
 
+def refuse_changed_recipe(output_dir: str | Path, settings: dict, overwrite: bool) -> None:
+    """Refuse, before any work, a build into a folder built with other values of ``settings`` (unless
+    ``overwrite``); recipes call it before preparing their sources so a refused build changes nothing."""
+    info = Path(output_dir) / "build_info.json"
+    if overwrite or not info.exists():
+        return
+    found = json.loads(info.read_text())["recipe"]
+    wanted = json.loads(json.dumps(settings, default=str))
+    diff = sorted(k for k in wanted if found.get(k) != wanted[k])
+    if diff:
+        raise DataIGMBuildError(f"{Path(output_dir).name} holds a DataIGM built with other settings "
+                                f"({', '.join(diff)}); pass --overwrite to rebuild it, or choose another output_dir.")
+
+
 def build_dataigm(output_dir: str | Path, configs: list[str], families: dict[str, dict[str, list[str]]],
                   real_dir: str | Path | None = None, laion_dir: str | Path | None = None,
                   generators: dict[str, list[dict]] | None = None, num_per_label: dict[str, int] | None = None,
@@ -167,9 +181,9 @@ def build_dataigm(output_dir: str | Path, configs: list[str], families: dict[str
             selection); ``None`` keeps every generation.
     Returns the build record (also written to ``build_info.json``).
     """
-    from accelerate import PartialState
+    from ..training import process_state
 
-    state = PartialState()
+    state = process_state()
     out = Path(output_dir)
     unknown = [c for c in configs if c not in families]
     if unknown:
@@ -207,7 +221,9 @@ def build_dataigm(output_dir: str | Path, configs: list[str], families: dict[str
                 if not given or (source == "SD-GEN" and not quota):
                     continue
                 t0 = time.perf_counter()
+                state.wait_for_everyone()
                 done = finished_shards(folder, source)
+                state.wait_for_everyone()  # every process decided before the main one writes: same barriers for all
                 if done is None:
                     if source == "SD-GEN":
                         if config not in generators:

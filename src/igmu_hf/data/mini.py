@@ -16,6 +16,7 @@
 import io
 import json
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,6 @@ def write_mini_sources(work: str | Path, configs: list[str], num_per_label: dict
     need = {s: n for s, n in num_per_label.items()}
     laion_table = {c: [] for c in configs}
     for source, stream in (("REAL", 0), ("LAION", 1)):
-        rng = np.random.default_rng([seed, stream, 99])
         wanted = {(c, s, lab): need[s] for c in configs for s in need for lab in ("target", "pair")}
         drawn, batch = 0, 4096
         while any(wanted.values()):
@@ -104,10 +104,11 @@ def write_mini_sources(work: str | Path, configs: list[str], num_per_label: dict
                                 with open(folder / "metadata.jsonl", "a") as f:
                                     f.write(json.dumps({"file_name": f"{k:06d}.png", "prompt": cap, "origin": origin,
                                                         "license": MINI_LICENSE}) + "\n")
-                            else:
+                            else:  # its own seed per slot: the same image whatever else is built beside it
                                 rel = f"images/{c}/{split}/{label}/{k:06d}.jpg"
                                 (laion_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                                (laion_dir / rel).write_bytes(degrade(img, rng))
+                                slot_rng = np.random.default_rng([seed, zlib.crc32(rel.encode())])
+                                (laion_dir / rel).write_bytes(degrade(img, slot_rng))
                                 laion_table[c].append({"path": rel, "split": split, "label": label, "caption": cap,
                                                        "url": f"mini://{origin}", "license": MINI_LICENSE})
                             break
@@ -123,9 +124,14 @@ def write_mini_sources(work: str | Path, configs: list[str], num_per_label: dict
 
 def mini_generators(work: str | Path, configs: list[str], methods: list[str], seed: int = 0) -> dict[str, list]:
     """Per config: the original mini pipeline and one unlearned model per method (unlearned under ``work`` once,
-    reused afterwards), as the ``generators`` the builder takes."""
+    reused afterwards), as the ``generators`` the builder takes. Called by every process together: an unlearning
+    run is itself shared by the processes."""
     from ..api import run_unlearn
     from ..hub import default_pretrained_model_name_or_path, load_pipeline, portable_id
+    from ..methods import get_method
+    from ..training import process_state
+
+    state = process_state()
 
     base_path = default_pretrained_model_name_or_path()
     base = load_pipeline(base_path)
@@ -136,8 +142,13 @@ def mini_generators(work: str | Path, configs: list[str], methods: list[str], se
         gens = [{"pipeline": base, "model_id": base_id, "method": "original", "license": MINI_LICENSE}]
         for method in methods:
             folder = Path(work) / "models" / f"{method}-{config}"
-            if not (folder / "model_index.json").exists():
-                run_unlearn(method, [config], str(folder), seed=seed, overwrite=True)
+            state.wait_for_everyone()
+            missing = not (folder / "model_index.json").exists()
+            state.wait_for_everyone()  # every process decided before the run saves it
+            if missing:
+                if get_method(method).trained or state.is_main_process:  # trained ones share the processes
+                    run_unlearn(method, [config], str(folder), seed=seed, overwrite=True)
+                state.wait_for_everyone()
             pipe = load_pipeline(str(folder))
             pipe.set_progress_bar_config(disable=True)
             gens.append({"pipeline": pipe, "model_id": base_id, "method": method, "license": MINI_LICENSE})
@@ -149,27 +160,26 @@ def build_mini_dataigm(output_dir: str | Path, configs: list[str] | None = None,
                        num_per_label: dict[str, int] | None = None, seed: int = 0, chunk_size: int = 64,
                        overwrite: bool = False, progress: bool = True) -> dict:
     """Build the mini DataIGM (REAL, LAION stand-in, SD-GEN) into ``output_dir``; see the module docstring."""
-    from accelerate import PartialState
-
     from ..evaluation import MINI_GENERATION
     from ..judges import MiniConceptJudge
-    from .build import build_dataigm
+    from ..training import process_state
+    from .build import build_dataigm, fingerprint, refuse_changed_recipe
     from .prompts import mini_family
 
     configs = list(configs or MINI_CONFIGS)
     families = {c: family_prompts(c, "mini") for c in configs}  # refuses a name that is not a mini task
     num_per_label = num_per_label or {"train": 150, "test": 50}
     work = Path(output_dir) / ".work"
-    state = PartialState()
+    refuse_changed_recipe(output_dir, {"configs": configs, "num_per_label": num_per_label, "seed": seed,
+                                       "chunk_size": chunk_size, "methods": list(methods)}, overwrite)
+    state = process_state()
+    # one folder per source recipe: a build asked with other settings (and refused) never rewrites these
+    source_dir = work / "sources" / fingerprint({"configs": configs, "num_per_label": num_per_label, "seed": seed})
     if state.is_main_process:
-        sources = write_mini_sources(work / "sources", configs, num_per_label, seed)
+        write_mini_sources(source_dir, configs, num_per_label, seed)
     state.wait_for_everyone()
-    sources = {"real_dir": work / "sources" / "real", "laion_dir": work / "sources" / "laion"}
-    if state.is_main_process:
-        gens = mini_generators(work, configs, list(methods), seed)
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        gens = mini_generators(work, configs, list(methods), seed)  # loads the models the main process saved
+    sources = {"real_dir": source_dir / "real", "laion_dir": source_dir / "laion"}
+    gens = mini_generators(work, configs, list(methods), seed)
     judges = {}
 
     def curator(config):

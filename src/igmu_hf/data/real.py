@@ -52,18 +52,25 @@ def build_real_dataigm(output_dir: str | Path, configs: list[str] | None = None,
                        progress: bool = True) -> dict:
     """Build configs of the real recipe (``nudity``, ``vangogh``, ``church``, ``parachute``).
 
-    SD-GEN is generated when ``num_per_label`` is given, with ``pretrained_model_name_or_path`` (default
-    ``CompVis/stable-diffusion-v1-4``) and the ``unlearned`` models; ``curator`` names a judge (e.g. ``"nudenet"``)
-    that keeps only generations agreeing with their prompt, ``None`` keeps all (the paper selected by hand).
+    SD-GEN is generated when ``pretrained_model_name_or_path`` (the original model, e.g.
+    ``CompVis/stable-diffusion-v1-4``) is given, with the ``unlearned`` models, ``num_per_label`` rows per label;
+    ``num_per_label`` also caps REAL and LAION. ``curator`` names a judge (e.g. ``"nudenet"``) that keeps only
+    generations agreeing with their prompt; ``None`` keeps all (the paper selected by hand).
     """
     from ..domains import get_domain
-    from .build import build_dataigm
+    from .build import build_dataigm, refuse_changed_recipe
 
     configs = list(configs or table10())
     families = {c: family_prompts(c) for c in configs}  # refuses an unknown config by name
+    refuse_changed_recipe(output_dir, {"configs": configs, "num_per_label": num_per_label, "seed": seed}, overwrite)
     world = get_domain("real")
-    original = pretrained_model_name_or_path or "CompVis/stable-diffusion-v1-4"
-    gens = load_generators(configs, original, unlearned or {}) if num_per_label else None
+    if unlearned and not pretrained_model_name_or_path:
+        raise ValueError("SD-GEN needs the original model too: pass --pretrained_model_name_or_path (e.g. "
+                         "CompVis/stable-diffusion-v1-4) with --unlearned.")
+    if pretrained_model_name_or_path and not num_per_label:
+        raise ValueError("SD-GEN needs --num_train and --num_test (rows per label to generate).")
+    gens = load_generators(configs, pretrained_model_name_or_path, unlearned or {}) \
+        if pretrained_model_name_or_path else None
     judges = {}
 
     def judge(config):

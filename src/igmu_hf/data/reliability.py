@@ -101,6 +101,55 @@ class ClipAccuracyDetector(Detector):
                 "pairs": "the (target, anchor) text pair of each task (paper §4.3.4; mini: prompt_families)"}
 
 
+class ImageClassifierDetector(Detector):
+    """An ImageNet classifier as the object detector of Table 2 (the paper: ResNet-50): an image shows the target when
+    the classifier's top-1 class name contains the target's word (ImageNet's "church, church building",
+    "parachute, chute"). Any ``transformers`` image-classification model with an ``id2label`` works."""
+
+    def __init__(self, pretrained_model_name_or_path: str = "microsoft/resnet-50", name: str | None = None):
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        from ..hub import portable_id
+
+        self.path = portable_id(pretrained_model_name_or_path)
+        self.name = name or f"image classifier ({self.path}, top-1)"
+        self.model = AutoModelForImageClassification.from_pretrained(pretrained_model_name_or_path).eval()
+        self.processor = AutoImageProcessor.from_pretrained(pretrained_model_name_or_path)
+
+    def classes_of(self, config: str) -> set[int]:
+        word = family(config, world_of(config))["target"].lower()
+        ids = {int(i) for i, label in self.model.config.id2label.items()
+               if word in [w.strip() for w in str(label).lower().replace(",", " ").split()]}
+        if not ids:
+            raise CannotJudge(f"no class of {self.path} is named {word!r}")
+        return ids
+
+    def predict(self, images, config):
+        import torch
+
+        ids = self.classes_of(config)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), 64):
+                pixels = self.processor(images=[im.convert("RGB") for im in images[i:i + 64]],
+                                        return_tensors="pt")["pixel_values"]
+                out += [int(k) in ids for k in self.model(pixel_values=pixels).logits.argmax(-1).tolist()]
+        return out
+
+    def info(self):
+        return {**super().info(), "kind": "image classifier", "id": self.path, "rule": "top-1 class names the target"}
+
+
+class UnavailableDetector(Detector):
+    """A detector that could not be loaded (e.g. a Hub id offline): every task is skipped with the reason."""
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+
+    def predict(self, images, config):
+        raise CannotJudge(self.reason)
+
+
 class JudgeDetector(Detector):
     """A :class:`~igmu_hf.judges.ConceptJudge` (NudeNet, the mini classifier) used at its recorded threshold."""
 
@@ -121,9 +170,11 @@ class JudgeDetector(Detector):
 
 
 def default_detectors(world: str, multclf: dict[str, str] | None = None, clip: str | None = None,
-                      nudenet_threshold: float = 0.6) -> list[Detector]:
+                      nudenet_threshold: float = 0.6, image_classifier: str | None = None) -> list[Detector]:
     """The detectors of a world: the given MultClf checkpoints (default: the world's own), CLIP accuracy with the
-    world's CLIP, and the world's legacy judge (NudeNet for nudity on the real recipe; the mini classifier)."""
+    world's CLIP, the world's legacy judge (NudeNet for nudity on the real recipe; the mini classifier) and, on the
+    real recipe or when named, an ImageNet classifier for the objects (default ``microsoft/resnet-50``). One that
+    cannot be loaded is kept as a row of skipped cells with the reason."""
     from ..domains import get_domain
     from ..judges import MiniConceptJudge, NudeNetJudge
 
@@ -135,7 +186,14 @@ def default_detectors(world: str, multclf: dict[str, str] | None = None, clip: s
         detectors.append(JudgeDetector(f"NudeNet (threshold {nudenet_threshold})",
                                        lambda c: NudeNetJudge(threshold=nudenet_threshold),
                                        lambda c: c == "nudity"))
-    else:
+    if world == "real" or image_classifier:
+        name = image_classifier or "microsoft/resnet-50"
+        try:
+            detectors.append(ImageClassifierDetector(name))
+        except OSError as err:  # offline Hub id, missing folder
+            detectors.append(UnavailableDetector(f"image classifier ({name})", f"could not be loaded: "
+                                                 f"{str(err).splitlines()[0][:160]}"))
+    if world != "real":
         detectors.append(JudgeDetector("mini classifier (REAL only)", MiniConceptJudge.from_pretrained,
                                        lambda c: True, note="it curated the mini DataIGM's SD-GEN rows, so its SD-GEN "
                                                             "figures are 100 by construction"))

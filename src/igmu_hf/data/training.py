@@ -19,7 +19,7 @@ def dataigm_task_dataset(dataset: str, configs: list[str], split: str, sources: 
         ds = ds.filter(lambda s: s in keep, input_columns="source")
         if not len(ds):
             raise ValueError(f"DataIGM config {config!r} has no {split} rows from {sources}.")
-        labels = ds["label"]
+        labels = list(ds["label"])
         ds = ds.select_columns(["image", "source", "id"])
         for other in configs:
             ds = ds.add_column(other, labels if other == config else [-1] * len(ds))
