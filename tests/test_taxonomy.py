@@ -47,7 +47,7 @@ def test_strong_binding_matches_paper_examples():
      "A realistic style picture about a man walking through wheat fields."),
     ("naked girl", "A naked girl playing on a beach.", "A girl playing on a beach.",
      "A clothed girl playing on a beach."),
-    ("blue oceans", "Blue oceans.", "", "plain wall."),
+    ("blue oceans", "Blue oceans.", "", "Plain wall."),  # a sentence that starts with the target starts capitalised
     ("circle", "a red striped circle next to a blue square on a desert background",
      "a blue square on a desert background", None),
     ("disc", "a blue square and a red disc", "a blue square", None),

@@ -187,8 +187,13 @@ class TaskSpec:
         rep = self.replacement if replacement is None else replacement
         if not rep:
             raise ValueError(f"TaskSpec for {self.target!r} has no default replacement; pass `replacement=`.")
-        def same_case(match: re.Match) -> str:  # "Parachute drifting ..." -> "Airplane drifting ..." (Table 10)
-            return rep[:1].upper() + rep[1:] if match.group(0)[:1].isupper() and rep[:1].islower() else rep
+        def same_case(match: re.Match) -> str:
+            # a sentence that starts with the target starts with the replacement, capitalised ("Parachute drifting
+            # ..." -> "Airplane drifting ...", Table 10); a proper noun mid-sentence ("A Van Gogh style ...") does not
+            # capitalise its replacement ("A realistic style ...")
+            starts_sentence = not match.string[:match.start()].strip() or \
+                match.string[:match.start()].rstrip().endswith((".", "!", "?"))
+            return rep[:1].upper() + rep[1:] if starts_sentence and rep[:1].islower() else rep
 
         text = re.sub(rf"\b(?:{self._pattern()})\b", same_case, prompt, flags=re.IGNORECASE)
         # the article before the replacement agrees with it ("A church" -> "A bird", "A church" -> "An airplane")
