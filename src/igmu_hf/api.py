@@ -32,10 +32,20 @@ def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_mo
     :func:`unlearn_and_save` (accelerator, data_dir, checkpointing ...).
     """
     from .domains import domain_for_model, get_domain
+
+    world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
+    config = method_config(method, concepts, world, preserve, seed, method_kwargs)
+    return unlearn_and_save(config, output_dir, pretrained_model_name_or_path, domain=world, overwrite=overwrite,
+                            **scaffold)
+
+
+def method_config(method: str, concepts: list[str], world, preserve: list[str] | None = None, seed: int = 0,
+                  method_kwargs: dict | None = None):
+    """The config ``igmu unlearn`` runs ``method`` with in concept world ``world``: the world's preset, then
+    ``method_kwargs``; CatIGMU's preserve prompts (or ``preserve``) in the method's preservation field."""
     from .methods import get_method
 
     config_class = get_method(method).config_class
-    world = get_domain(domain) if domain is not None else domain_for_model(pretrained_model_name_or_path)
     field_name = config_class.preserve_field
     if preserve is not None and field_name is None:
         raise ValueError(f"Method {method!r} has no preservation prompts; drop --preserve.")
@@ -44,9 +54,7 @@ def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_mo
     kwargs = {**world.method_preset(config_class), **(method_kwargs or {})}  # the world's preset, then the user's
     if field_name is not None and preserve is not None:
         kwargs.setdefault(field_name, list(dict.fromkeys(preserve)))
-    config = config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
-    return unlearn_and_save(config, output_dir, pretrained_model_name_or_path, domain=world, overwrite=overwrite,
-                            **scaffold)
+    return config_class.from_dict({"concepts": concepts, "seed": seed, **kwargs})
 
 
 def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str | None = None, domain=None,
@@ -119,7 +127,7 @@ def _unlearn_and_save(unlearner_cls, config, output_dir, base, world, accelerato
 def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = None, task: str | None = None,
                  images_per_prompt: int = 1, seed: int = 0, progress: bool = True, attack: str | None = None,
                  attack_kwargs: dict | None = None, update_model_card: bool = False, overwrite: bool = False,
-                 **config_kwargs) -> dict:
+                 model_dirs: dict | None = None, **config_kwargs) -> dict:
     """Library entry of ``igmu evaluate``: EvalIGMU of the original and each unlearned pipeline; writes the report
     folder (``report.json``, ``report.md``, grids, radar chart, ``model_index/``) and returns the report.
 
@@ -128,7 +136,9 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     prompts and its ASR is the robustness aspect; outcomes go to ``output_dir/attacks/<model>``. With
     ``update_model_card``, each unlearned folder's model card gets its ``model-index`` results. A folder holding
     files igmu_hf did not write, or another command's output, is refused unless ``overwrite``
-    (:func:`igmu_hf.outputs.output_folder`; a second process on the same folder is refused too).
+    (:func:`igmu_hf.outputs.output_folder`; a second process on the same folder is refused too). ``model_dirs``
+    (model name, e.g. ``"original"`` -> folder) caches that model's images and attack outcomes outside
+    ``output_dir`` (:meth:`igmu_hf.evaluator.EvalIGMU.run`).
     """
     from .evaluator import EvalIGMU, EvalIGMUConfig
     from .hub import default_pretrained_model_name_or_path, load_pipeline
@@ -158,7 +168,7 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
             name = run.get("method", Path(folder).name)
             name = name if name not in pipes else Path(folder).name
             pipes[name], run_infos[name], folders[name] = load_pipeline(folder), run, folder
-        report = evaluator.run(pipes, output_dir, runs=run_infos, progress=progress)
+        report = evaluator.run(pipes, output_dir, runs=run_infos, progress=progress, model_dirs=model_dirs)
     if update_model_card and main:
         from .hub import add_model_index
         from .report import model_index

@@ -1,4 +1,5 @@
-"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo, publish, convert-yolo, dataigm, detectors. Thin argparse over the
+"""The ``igmu`` command: categorize, unlearn, evaluate, attack, demo, publish, convert-yolo, dataigm, detectors,
+benchmark. Thin argparse over the
 library entry points (:mod:`igmu_hf.api`). What the user names (output folders, Hub ids, prompt files, JSON flags,
 numbers) is checked before any work; user errors end in one line (:mod:`igmu_hf.errors`), programming errors keep
 their traceback."""
@@ -143,6 +144,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--push_to_hub", action="store_true", help="Upload card and shards to --repo_id.")
     b.add_argument("--overwrite", action="store_true", help="Rebuild a folder built with other settings.")
 
+    p = sub.add_parser("benchmark", help="The IGMU re-evaluation: every method x task x five aspects, resumable; "
+                                         "leaderboards, radar charts, efficiency table, grids, HTML + JSON.")
+    p.add_argument("--methods", type=str, default="all", help="Comma-separated methods, or 'all' (default).")
+    p.add_argument("--tasks", type=str, nargs="+", default=None,
+                   help="CatIGMU targets (default: circle sketch striped, a shape, a style and a texture).")
+    _add_model_arg(p)
+    p.add_argument("--output_dir", type=str, required=True, help="Benchmark folder (resumed if it exists).")
+    p.add_argument("--budget", type=str, default="preset",
+                   help="'preset' (each method at its world preset) or 'fast' (about 4x fewer training steps, 4 "
+                        "prompts: the mini matrix on 2 CPU cores).")
+    p.add_argument("--num_prompts", type=int, default=None, help="Prompts per set (default: the budget's).")
+    p.add_argument("--images_per_prompt", type=int, default=1, help="Images per prompt (paired seeds).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of every method and of generation.")
+    p.add_argument("--attack", type=str, default=None, help="Attack for robustness, e.g. 'unlearndiffatk'.")
+    p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
+    p.add_argument("--method_kwargs", type=str, default="{}",
+                   help='JSON {method: {field: value}} over the budget, e.g. \'{"esd": {"iterations": 200}}\'.')
+    p.add_argument("--metrics", type=str, nargs="+", default=None, help="Subset of metric groups (default: all).")
+    p.add_argument("--balanced_threshold", type=float, default=0.5,
+                   help="Balanced = every measured aspect score (0..1) at least this on every task.")
+    p.add_argument("--redo", type=str, nargs="+", default=None,
+                   help="Run these finished cells again (TASK/METHOD, a task, a method, or all); a finished cell "
+                        "whose config changed is refused without it.")
+    p.add_argument("--overwrite", action="store_true", help="Write into a folder that holds other files.")
+
     p = sub.add_parser("detectors", help="Detector reliability on DataIGM (paper Tables 1-3, 6): accuracy, "
                                          "precision, recall, F1 per task and source; Markdown + JSON.")
     p.add_argument("--dataset", type=str, required=True, help="A built DataIGM folder or a Hub id.")
@@ -233,6 +259,24 @@ def cmd_detectors(args) -> int:
     paths = write_reliability(report, args.output_dir)
     print(reliability_markdown(report))
     print(f"Written: {paths['markdown'].name} and {paths['json'].name} in {args.output_dir}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import conclusions, run_benchmark
+
+    kwargs = {"methods": [m for m in args.methods.split(",") if m], "budget": args.budget,
+              "pretrained_model_name_or_path": args.pretrained_model_name_or_path, "num_prompts": args.num_prompts,
+              "images_per_prompt": args.images_per_prompt, "seed": args.seed, "attack": args.attack,
+              "attack_kwargs": json_arg("--attack_kwargs", args.attack_kwargs),
+              "method_kwargs": json_arg("--method_kwargs", args.method_kwargs), "metrics": args.metrics or [],
+              "balanced_threshold": args.balanced_threshold}
+    if args.tasks:
+        kwargs["tasks"] = args.tasks
+    summary = run_benchmark(args.output_dir, redo=args.redo, overwrite=args.overwrite, **kwargs)
+    if summary is not None:  # the main process
+        print("\n".join(conclusions(summary)))
+        print(f"Report: {Path(args.output_dir) / 'index.html'} (tables: report.md, numbers: report.json)")
     return 0
 
 
@@ -344,7 +388,7 @@ def main(argv=None) -> int:
     _quiet_library_loading()
     handlers = {"categorize": cmd_categorize, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "attack": cmd_attack,
                 "demo": cmd_demo, "publish": cmd_publish, "convert-yolo": cmd_convert_yolo,
-                "dataigm": cmd_dataigm, "detectors": cmd_detectors}
+                "dataigm": cmd_dataigm, "detectors": cmd_detectors, "benchmark": cmd_benchmark}
     return run_command(lambda: handlers[args.command](args), f"igmu {args.command}")
 
 

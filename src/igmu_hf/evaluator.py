@@ -18,6 +18,7 @@ processes give the same report as one. Metrics that do not apply to the task are
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -126,6 +127,8 @@ class EvalIGMU:
         self.generation_kwargs = {**self.domain.generation_kwargs, **config.generation_kwargs}
         self.forget_prompts, self.unrelated_prompts = self._prompts()
         self._loaded: dict[str, Any] = {}
+        self._model_dirs: dict[str, Path] = {}
+        self.attack_seconds = 0.0
 
     # ------------------------------------------------------------------ prompts and jobs
     def _prompts(self) -> tuple[list[str], list[str]]:
@@ -267,8 +270,14 @@ class EvalIGMU:
 
     # ------------------------------------------------------------------ the run
     def run(self, pipelines: dict[str, Any], output_dir: str | Path, runs: dict[str, dict] | None = None,
-            original: str = "original", progress: bool = True) -> dict:
-        """Evaluate ``pipelines`` (name -> pipeline; ``original`` names the reference) and write the report."""
+            original: str = "original", progress: bool = True,
+            model_dirs: dict[str, str | Path] | None = None) -> dict:
+        """Evaluate ``pipelines`` (name -> pipeline; ``original`` names the reference) and write the report.
+
+        ``model_dirs`` (name -> folder) caches a model's images (``<folder>/images``) and attack outcomes
+        (``<folder>/attack``) outside ``output_dir``, so several reports share them (``igmu benchmark`` generates
+        and attacks the original once per task); the default is ``output_dir/images/<name>``,
+        ``output_dir/attacks/<name>``."""
         from .training import process_state
 
         if original not in pipelines:
@@ -279,9 +288,12 @@ class EvalIGMU:
         out = Path(output_dir)
         runs = runs or {}
         start = time.perf_counter()
+        self._model_dirs = {name: Path(d) for name, d in (model_dirs or {}).items()}
+        self.attack_seconds = 0.0
         images = {}
         for name, pipe in pipelines.items():
-            images[name] = self.generate(name, pipe, out / "images" / name, name == original, state, progress,
+            folder = self._model_dirs[name] / "images" if name in self._model_dirs else out / "images" / name
+            images[name] = self.generate(name, pipe, folder, name == original, state, progress,
                                          fingerprint=(runs.get(name) or {}).get("config_hash"))
         generation_seconds = time.perf_counter() - start
         models = {name: self.score(name, images, original, runs.get(name), pipelines, out, state, progress)
@@ -294,7 +306,8 @@ class EvalIGMU:
             "prompts": {"forget": self.forget_prompts, "do1": [self.spec.do1(p) for p in self.forget_prompts],
                         "unrelated": self.unrelated_prompts},
             "models": models, "runs": runs,
-            "timing": {"generation_seconds": generation_seconds, "total_seconds": time.perf_counter() - start},
+            "timing": {"generation_seconds": generation_seconds, "attack_seconds": self.attack_seconds,
+                       "total_seconds": time.perf_counter() - start},
         }
         from .methods import library_versions
 
@@ -346,12 +359,15 @@ class EvalIGMU:
 
         attack_cls = get_attack(self.config.attack)
         config = preset_config(attack_cls, None, self.domain, self.config.attack_kwargs, self.config.seed)
-        folder = out / "attacks" / name
+        folder = self._model_dirs[name] / "attack" if name in self._model_dirs else out / "attacks" / name
+        start = time.perf_counter()
         result = attack_cls(config).run(pipelines[name], self.domain.judge(self.spec.target), self.spec.target,
                                         prompts=self.forget_prompts, original=pipelines[original],
                                         output_dir=str(folder), progress=progress)
+        self.attack_seconds += time.perf_counter() - start
+        outcomes = Path(os.path.relpath(folder / "outcomes.jsonl", out)).as_posix()  # relative: no local paths
         return {**asr_from_outcomes(result.outcomes), "attack": self.config.attack, "judge": result.judge,
-                "config_hash": result.summary["config_hash"], "outcomes": f"attacks/{name}/outcomes.jsonl"}
+                "config_hash": result.summary["config_hash"], "outcomes": outcomes}
 
 
 class _Sharder:

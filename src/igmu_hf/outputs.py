@@ -31,6 +31,8 @@ COMMAND_OUTPUTS: dict[str, tuple[str, ...]] = {
     "attack": ("images", "outcomes.jsonl", "outcomes.rank*.jsonl", "summary.json"),
     "demo": ("task.json", "model", "images", "attacks", "model_index", "report.json", "report.md", "radar.png",
              "grid_*.png"),
+    "benchmark": ("benchmark.json", "cells", "shared", "report.json", "report.md", "index.html", "leaderboard_*.md",
+                  "radar_*.png", "grid_*.png"),
 }
 _HELD: dict[Path, "OutputFolder"] = {}  # folders this process holds (a demo's evaluate runs inside its claim)
 

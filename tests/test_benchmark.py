@@ -1,0 +1,186 @@
+"""igmu benchmark: each cell's figures are those of `igmu unlearn` + `igmu evaluate` run by hand with the same seeds;
+the report is complete and its findings are computed from its numbers; runs resume and refuse changed cells."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from igmu_hf.cli import main
+
+
+# UCE (closed form) and ESD (trained, on the accelerate scaffold) on a shape and a style, 2 prompts per set
+METHODS, TASKS, ESD_KWARGS = "uce,esd", ["circle", "sketch"], {"iterations": 3}
+SMALL = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2",
+         "--method_kwargs", json.dumps({"esd": ESD_KWARGS})]
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "B"
+    assert main(["benchmark", *SMALL, "--output_dir", str(out)]) == 0
+    return out
+
+
+def _summary(out):
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.parametrize("task,method,kwargs", [("sketch", "esd", ESD_KWARGS), ("circle", "uce", {})])
+def test_cell_figures_equal_unlearn_and_evaluate_by_hand(small_benchmark, tmp_path, task, method, kwargs):
+    model, report = tmp_path / "model", tmp_path / "eval"
+    assert main(["unlearn", "--method", method, "--concept", task, "--output_dir", str(model),
+                 "--method_kwargs", json.dumps(kwargs)]) == 0
+    assert main(["evaluate", "--unlearned", str(model), "--output_dir", str(report), "--num_prompts", "2"]) == 0
+    hand = json.loads((report / "report.json").read_text())
+    t = _summary(small_benchmark)["tasks"][task]
+    row, by_hand = t["rows"][method], hand["models"][method]
+    assert row["forgetting rate ↓"] == pytest.approx(by_hand["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"])
+    assert row["CSDR % ↓"] == pytest.approx(by_hand["preservation"]["csdr"]["csdr"], abs=1e-6)
+    assert row["LPIPS do-1 ↓"] == pytest.approx(by_hand["preservation"]["lpips_do1"]["lpips"], abs=1e-6)
+    assert row["FID ↓"] == pytest.approx(by_hand["quality"]["fid"]["fid"], abs=1e-6)
+    assert row["CLIP score ↑"] == pytest.approx(by_hand["quality"]["clip_score_unrelated"]["clip_score"], abs=1e-6)
+    assert row["edited share"] == pytest.approx(by_hand["efficiency"]["run"]["edited_parameter_share"])
+    assert t["original"]["forgetting rate ↓"] == pytest.approx(
+        hand["models"]["original"]["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"])
+    assert t["aspect_scores"][method] == pytest.approx(hand["aspect_scores"][method], abs=1e-6)
+    # the unlearned model in the cell holds the same weights as the one made by hand: its run has the same config
+    cell_run = json.loads((small_benchmark / "cells" / task / method / "model" / "igmu_run.json").read_text())
+    assert cell_run["config_hash"] == json.loads((model / "igmu_run.json").read_text())["config_hash"]
+
+
+def test_report_is_complete_and_its_findings_are_computed(small_benchmark):
+    summary = _summary(small_benchmark)
+    for task in TASKS:
+        t = summary["tasks"][task]
+        for method in METHODS.split(","):
+            assert method in t["rows"] or t["not_run"].get(method), (task, method)  # no empty cell without reason
+        # the front, checked against its definition on the cells' own EvalIGMU aspect scores
+        points = {m: json.loads((small_benchmark / "cells" / task / m / "eval" / "report.json").read_text())
+                  ["aspect_scores"][m] for m in t["rows"]}
+        axes = [a for a in ("forgetting", "preservation", "robustness") if all(p[a] is not None for p in points.values())]
+        assert axes == t["pareto_objectives"] == ["forgetting", "preservation"]  # no attack: robustness unmeasured
+
+        def dominates(q, p):
+            return all(q[a] >= p[a] for a in axes) and any(q[a] > p[a] for a in axes)
+
+        for m, p in points.items():
+            assert (m in t["pareto_front"]) == (not any(dominates(q, p) for o, q in points.items() if o != m))
+    thr = summary["overall"]["balanced_threshold"]
+    for m in METHODS.split(","):
+        lows = [v for task in TASKS for v in summary["tasks"][task]["aspect_scores"][m].values()
+                if v is not None and v < thr]
+        assert (m in summary["overall"]["balanced"]) == (not lows)
+    md = (small_benchmark / "report.md").read_text()
+    page = (small_benchmark / "index.html").read_text()
+    for m in METHODS.split(","):
+        assert f"radar_{m}.png" in md and f"radar_{m}.png" in page and (small_benchmark / f"radar_{m}.png").stat().st_size
+        assert m in summary["efficiency"] and summary["efficiency"][m]["modules_edited"].startswith("unet: attn2")
+    for task in TASKS:
+        assert f"grid_{task}.png" in page and (small_benchmark / f"grid_{task}.png").exists()
+    assert "Not measured (no score, not counted as 0): robustness." in md
+    assert str(small_benchmark.parent) not in md + page + (small_benchmark / "report.json").read_text()
+    # each cell's results are in its unlearned model's card, ready for push_to_hub
+    card = (small_benchmark / "cells" / "circle" / "uce" / "model" / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    rates = [x["value"] for x in meta["model-index"][0]["results"][0]["metrics"] if "Forgetting" in x["name"]]
+    assert rates == [pytest.approx(summary["tasks"]["circle"]["rows"]["uce"]["forgetting rate ↓"], abs=1e-6)]
+
+
+def test_finished_cells_are_reused_and_changed_ones_refused(small_benchmark, monkeypatch, capsys):
+    stamps = {p: p.stat().st_mtime_ns for p in (small_benchmark / "cells").rglob("cell.json")}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr("igmu_hf.api.unlearn_and_save", must_not_run)
+    monkeypatch.setattr("igmu_hf.api.run_evaluate", must_not_run)
+    assert main(["benchmark", *SMALL, "--output_dir", str(small_benchmark)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    changed = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2",
+               "--method_kwargs", json.dumps({"esd": {"iterations": 4}})]
+    capsys.readouterr()
+    assert main(["benchmark", *changed, "--output_dir", str(small_benchmark)]) == 2
+    err = capsys.readouterr().err
+    assert "circle/esd" in err and "sketch/esd" in err and "--redo" in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # refused before any work
+
+
+def test_crashed_benchmark_continues_where_it_stopped(tmp_path, monkeypatch):
+    import igmu_hf.api
+
+    out = tmp_path / "B"
+    real_evaluate, calls = igmu_hf.api.run_evaluate, []
+
+    def crash_on_sld(unlearned, *args, **kwargs):
+        if "sld" in unlearned[0]:
+            raise RuntimeError("power cut")
+        return real_evaluate(unlearned, *args, **kwargs)
+
+    args = ["benchmark", "--methods", "uce,sld", "--tasks", "circle", "--num_prompts", "2", "--output_dir", str(out)]
+    monkeypatch.setattr("igmu_hf.api.run_evaluate", crash_on_sld)
+    with pytest.raises(RuntimeError, match="power cut"):  # a programming error keeps its traceback
+        main(args)
+    uce_cell = out / "cells" / "circle" / "uce" / "cell.json"
+    stamp = uce_cell.stat().st_mtime_ns
+    assert not (out / "cells" / "circle" / "sld" / "cell.json").exists()
+    assert (out / "cells" / "circle" / "sld" / "model" / "igmu_run.json").exists()  # unlearned before the crash
+    monkeypatch.setattr("igmu_hf.api.run_evaluate", real_evaluate)
+    real_unlearn = igmu_hf.api.unlearn_and_save
+    monkeypatch.setattr("igmu_hf.api.unlearn_and_save", lambda *a, **k: calls.append(a) or real_unlearn(*a, **k))
+    assert main(args) == 0
+    assert uce_cell.stat().st_mtime_ns == stamp and calls == []  # uce untouched, sld's saved model reused
+    summary = _summary(out)
+    assert set(summary["tasks"]["circle"]["rows"]) == {"uce", "sld"}
+    assert summary["tasks"]["circle"]["rows"]["sld"]["edited share"] == 0  # inference-time: nothing edited
+    assert summary["efficiency"]["sld"]["modules_edited"] == "none (inference-time)"
+
+
+def test_pareto_front_and_bad_input():
+    from igmu_hf.benchmark import BenchmarkConfig, pareto_front
+
+    points = {"a": {"forgetting": 1.0, "preservation": 0.2, "robustness": None},
+              "b": {"forgetting": 0.5, "preservation": 0.9, "robustness": 0.3},
+              "c": {"forgetting": 0.4, "preservation": 0.8, "robustness": 0.9}}
+    # robustness is missing for a, so nobody is compared on it: c is dominated by b on the other two
+    assert pareto_front(points) == (["a", "b"], ["forgetting", "preservation"])
+    points["a"]["robustness"] = 0.0
+    assert pareto_front(points) == (["a", "b", "c"], ["forgetting", "preservation", "robustness"])
+    with pytest.raises(ValueError, match="Unknown method"):
+        BenchmarkConfig(methods=["nope"])
+    with pytest.raises(ValueError, match="budget"):
+        BenchmarkConfig(methods=["uce"], budget="huge")
+    with pytest.raises(ValueError, match="does not run"):
+        BenchmarkConfig(methods=["uce"], method_kwargs={"esd": {"iterations": 1}})
+    with pytest.raises(ValueError, match="balanced_threshold"):
+        BenchmarkConfig(methods=["uce"], balanced_threshold=float("nan"))
+
+
+def test_cli_refuses_bad_redo_in_one_line(tmp_path, capsys):
+    assert main(["benchmark", "--methods", "uce", "--tasks", "circle", "--redo", "square/uce",
+                 "--output_dir", str(tmp_path / "B")]) == 2
+    err = capsys.readouterr().err
+    assert "square/uce" in err and "Traceback" not in err and not (tmp_path / "B").exists()
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 cores")
+def test_two_processes_give_the_report_of_one(tmp_path, run_on_two_cpu_processes):
+    from igmu_hf.benchmark import LEADERBOARD
+
+    args = ["--methods", "uce", "--tasks", "circle", "--num_prompts", "2"]
+    import torch
+
+    run_on_two_cpu_processes(["-m", "igmu_hf.cli", "benchmark", *args, "--output_dir", str(tmp_path / "two")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of torchrun's processes: float sums then run in the same order
+    try:
+        assert main(["benchmark", *args, "--output_dir", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    one, two = _summary(tmp_path / "one")["tasks"]["circle"], _summary(tmp_path / "two")["tasks"]["circle"]
+    for header, *_ in LEADERBOARD:
+        if header != "runtime s":
+            assert two["rows"]["uce"][header] == pytest.approx(one["rows"]["uce"][header], abs=1e-5), header
+    assert json.loads((tmp_path / "two" / "cells" / "circle" / "uce" / "eval" / "report.json").read_text()
+                      )["generation"]["num_processes"] == 2
