@@ -3,9 +3,11 @@
 
 1. build the mini DataIGM (or reuse ``--dataset``);
 2. train MultClf heads for its configs on REAL rows only, and on all three sources (``examples/train_multclf.py``);
-3. score, per task and source on the test split: the REAL-only heads, the DataIGM heads (the shipped heads of these
-   tasks are these), CLIP accuracy, the mini classifier (the curator of SD-GEN) and, with ``--first_heads``, the
-   first mini heads (trained on renderer scenes by ``examples/train_multclf.py --mini_world``).
+3. score, per task and source on the test split: the REAL-only heads, the DataIGM heads (both from fresh head
+   weights, so they differ only in their data), the shipped heads (the first heads fine-tuned on the DataIGM: see
+   ``igmu_hf/mini/weights/multclf/training_record.json``), CLIP accuracy, the mini classifier (the curator of SD-GEN)
+   and, with ``--first_heads``, the first mini heads (trained on renderer scenes by ``examples/train_multclf.py
+   --mini_world``).
 
     python benchmarks/bench_detector_reliability.py --output_dir bench-detectors [--dataset mini-dataigm]
 
@@ -56,6 +58,7 @@ def main():
         if args.first_heads else []
     detectors += [MultClfDetector("MultClf trained on REAL only", heads["real-only"]),
                  MultClfDetector("MultClf trained on DataIGM (all sources)", heads["dataigm"]),
+                 MultClfDetector("MultClf shipped (first heads fine-tuned on DataIGM)", MULTCLF_PATH),
                  ClipAccuracyDetector(CLIP_PATH),
                  JudgeDetector("mini classifier (REAL only; curator of SD-GEN)", MiniConceptJudge.from_pretrained,
                                lambda c: True, note="it chose which SD-GEN generations were kept, so its SD-GEN "

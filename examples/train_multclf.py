@@ -10,11 +10,12 @@ The CLIP vision tower stays frozen; only the gated-MLP heads learn. Data:
     each config trains the head of its task on its ``train`` split and is scored on its ``test`` split per source;
     ``--sources REAL`` keeps only some sources (the paper's "detector trained on REAL only").
     With ``--pretrained_model_name_or_path`` only the heads of those tasks train (the others stay as saved);
-    ``--reset_heads`` starts them from fresh weights. The shipped mini heads of circle, star, sketch and striped:
+    ``--reset_heads`` starts them from fresh weights. The shipped mini heads of circle, star, sketch and striped are
+    the first heads (``--mini_world`` below) fine-tuned on the mini DataIGM:
 
-    python examples/train_multclf.py --pretrained_model_name_or_path src/igmu_hf/mini/weights/multclf \
-        --dataset_name_or_path mini-dataigm --dataset_config_name circle star sketch striped --reset_heads \
-        --output_dir multclf-dataigm
+    python examples/train_multclf.py --pretrained_model_name_or_path multclf-mini \
+        --dataset_name_or_path mini-dataigm --dataset_config_name circle star sketch striped \
+        --learning_rate 1e-4 --num_train_epochs 5 --output_dir multclf-dataigm
 
     python examples/train_multclf.py --mini_world --output_dir multclf-mini
     python examples/train_multclf.py --clip_name_or_path openai/clip-vit-large-patch14 \

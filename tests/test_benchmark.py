@@ -105,6 +105,12 @@ def test_finished_cells_are_reused_and_changed_ones_refused(small_benchmark, mon
     err = capsys.readouterr().err
     assert "circle/esd" in err and "sketch/esd" in err and "--redo" in err and "Traceback" not in err
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # refused before any work
+    monkeypatch.undo()
+    assert main(["benchmark", *changed, "--redo", "esd", "--output_dir", str(small_benchmark)]) == 0
+    redone = {p for p in stamps if p.stat().st_mtime_ns != stamps[p]}
+    assert redone == {small_benchmark / "cells" / t / "esd" / "cell.json" for t in TASKS}  # uce's cells kept
+    run = json.loads((small_benchmark / "cells" / "circle" / "esd" / "model" / "igmu_run.json").read_text())
+    assert run["config"]["iterations"] == 4
 
 
 def test_crashed_benchmark_continues_where_it_stopped(tmp_path, monkeypatch):
@@ -157,21 +163,27 @@ def test_pareto_front_and_bad_input():
         BenchmarkConfig(methods=["uce"], balanced_threshold=float("nan"))
 
 
-def test_cli_refuses_bad_redo_in_one_line(tmp_path, capsys):
+def test_cli_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys):
     assert main(["benchmark", "--methods", "uce", "--tasks", "circle", "--redo", "square/uce",
                  "--output_dir", str(tmp_path / "B")]) == 2
     err = capsys.readouterr().err
     assert "square/uce" in err and "Traceback" not in err and not (tmp_path / "B").exists()
+    # a real-world task on the mini model has no prompt set: said before anything is unlearned
+    assert main(["benchmark", "--methods", "uce", "--tasks", "nudity", "--output_dir", str(tmp_path / "B")]) == 2
+    err = capsys.readouterr().err
+    assert "No forget prompts for 'nudity'" in err and not (tmp_path / "B").exists()
 
 
 @pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 cores")
 def test_two_processes_give_the_report_of_one(tmp_path, run_on_two_cpu_processes):
     from igmu_hf.benchmark import LEADERBOARD
 
-    args = ["--methods", "uce", "--tasks", "circle", "--num_prompts", "2"]
     import torch
 
-    run_on_two_cpu_processes(["-m", "igmu_hf.cli", "benchmark", *args, "--output_dir", str(tmp_path / "two")])
+    args = ["--methods", "uce", "--tasks", "circle", "--num_prompts", "2"]
+    # MACE trains on one image per step, which two processes cannot share: its cell says so, the others run
+    run_on_two_cpu_processes(["-m", "igmu_hf.cli", "benchmark", *args[:1], "uce,mace", *args[2:],
+                              "--output_dir", str(tmp_path / "two")])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each of torchrun's processes: float sums then run in the same order
     try:
@@ -179,8 +191,35 @@ def test_two_processes_give_the_report_of_one(tmp_path, run_on_two_cpu_processes
     finally:
         torch.set_num_threads(threads)
     one, two = _summary(tmp_path / "one")["tasks"]["circle"], _summary(tmp_path / "two")["tasks"]["circle"]
+    assert "multiple of the number of processes (2)" in two["not_run"]["mace"]
+    assert "| mace | not run: ValueError:" in (tmp_path / "two" / "report.md").read_text()
     for header, *_ in LEADERBOARD:
         if header != "runtime s":
             assert two["rows"]["uce"][header] == pytest.approx(one["rows"]["uce"][header], abs=1e-5), header
     assert json.loads((tmp_path / "two" / "cells" / "circle" / "uce" / "eval" / "report.json").read_text()
                       )["generation"]["num_processes"] == 2
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_html_page_renders_tables_and_pictures_in_chromium(small_benchmark, tmp_path):
+    """The page opened in headless Chromium: a screenshot that is not blank, with the pictures drawn (the mini
+    world's saturated shapes; the page's own text and tables are black, white and grey)."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    shot = tmp_path / "page.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1400,2400", f"--screenshot={shot}", (small_benchmark / "index.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    hsv = np.asarray(Image.open(shot).convert("HSV")).astype(float) / 255
+    ink = (hsv[..., 2] < 0.5).mean()  # dark pixels: text and table lines
+    pictures = ((hsv[..., 1] > 0.5) & (hsv[..., 2] > 0.3)).mean()  # saturated pixels: the grids and radar charts
+    assert ink > 0.005 and pictures > 0.005, (ink, pictures)

@@ -15,7 +15,7 @@ Layout of ``output_dir``::
     benchmark.json                 the config, its hash and library versions
     cells/<task>/<method>/         cell.json (status, fingerprint, timings), model/ (the unlearned pipeline, its
                                    card carries the cell's model-index), eval/ (the EvalIGMU report and images)
-    shared/<task>/original/        the original's images and attack outcomes for the task
+    shared/<task>/<hash>/original/ the original's images and attack outcomes for the task (per evaluation config)
     report.json, report.md, index.html, leaderboard_<task>.md, radar_<method>.png, grid_<task>.png
 
 Resumable at three levels: a finished cell (same fingerprint) is reused, a trained method resumes from its
@@ -125,6 +125,13 @@ class BenchmarkConfig(ConfigBase):
         if self.num_prompts is None:
             self.num_prompts = BUDGETS[self.budget]["num_prompts"]
 
+    def public_dict(self) -> dict:
+        """``to_dict()`` with the original model named without an absolute local path (reports are shared)."""
+        d = self.to_dict()
+        if d["pretrained_model_name_or_path"]:
+            d["pretrained_model_name_or_path"] = _shareable(d["pretrained_model_name_or_path"])
+        return d
+
     def overrides(self, method: str) -> dict:
         """The config fields of ``method`` over its world preset: the budget's, then the user's."""
         return {**BUDGETS[self.budget]["method_kwargs"].get(method, {}), **self.method_kwargs.get(method, {})}
@@ -176,7 +183,7 @@ class Benchmark:
 
     def __init__(self, config: BenchmarkConfig):
         from .domains import domain_for_model
-        from .evaluator import EvalIGMUConfig
+        from .evaluator import EvalIGMU, EvalIGMUConfig
 
         self.config = config
         self.world = domain_for_model(config.pretrained_model_name_or_path)
@@ -197,6 +204,8 @@ class Benchmark:
                 self.refused[cell.name] = f"{type(err).__name__}: {err}"
         eval_kwargs = config.evaluate_kwargs()
         self.eval_configs = {t: EvalIGMUConfig(task=t, domain=self.world.name, **eval_kwargs) for t in config.tasks}
+        for eval_config in self.eval_configs.values():  # prompts, detectors and attack of every task, before any work
+            EvalIGMU(eval_config)
 
     def fingerprint(self, cell: Cell) -> str:
         """What decides a cell's figures: the method's config, the evaluation's config and the original model."""
@@ -228,7 +237,7 @@ class Benchmark:
                 from .methods import library_versions
 
                 write_text_atomic(out / "benchmark.json", json.dumps({
-                    "config": self.config.to_dict(), "config_hash": self.config.config_hash(),
+                    "config": self.config.public_dict(), "config_hash": self.config.config_hash(),
                     "base_model": _shareable(self.base), "domain": self.world.name,
                     "library_versions": library_versions()}, indent=2, sort_keys=True, default=str))
             start = time.perf_counter()
@@ -252,9 +261,7 @@ class Benchmark:
         if not redo and record.get("fingerprint") == fingerprint and record.get("status") in ("done", "n/a"):
             return record
         if redo and state.is_main_process and folder.exists():
-            shutil.rmtree(folder)
-            for sibling in folder.parent.glob(f"{folder.name}-*"):
-                shutil.rmtree(sibling)
+            shutil.rmtree(folder)  # its model, checkpoints, prepared data and evaluation
         state.wait_for_everyone()
         if cell.name in self.refused:
             return self._write_cell(folder, state, {"status": "n/a", "reason": self.refused[cell.name]},
@@ -269,14 +276,16 @@ class Benchmark:
                                     cell, fingerprint)
         from .api import run_evaluate
 
+        # the original's images and attack outcomes, shared by the cells evaluated with the same settings
+        original_dir = Path("shared") / _slug(cell.task) / self.eval_configs[cell.task].config_hash() / "original"
         report = run_evaluate([str(model_dir)], str(folder / "eval"), original=self.base, task=cell.task,
                               progress=progress, update_model_card=True, domain=self.world.name,
-                              model_dirs={"original": out / "shared" / _slug(cell.task) / "original"},
-                              **self.config.evaluate_kwargs())
+                              model_dirs={"original": out / original_dir}, **self.config.evaluate_kwargs())
         timing = report["timing"]
         scoring = max(0.0, timing["total_seconds"] - timing["generation_seconds"] - timing["attack_seconds"])
         return self._write_cell(folder, state, {
             "status": "done", "method_config_hash": self.method_configs[cell.name].config_hash(),
+            "original_dir": original_dir.as_posix(),
             "timing": {"unlearning_seconds": unlearn_seconds, "generation_seconds": timing["generation_seconds"],
                        "scoring_seconds": scoring, "attack_seconds": timing["attack_seconds"]}}, cell, fingerprint)
 
@@ -390,10 +399,11 @@ def summarize(config: BenchmarkConfig, records: dict[str, dict], out: Path, wall
             aspects[method] = report["aspect_scores"][name]
             if original is None:
                 ref = report["models"][report["original"]]
-                original = {h: _metric(ref, a, k, v) for h, a, k, v, _ in LEADERBOARD}
+                original = {h: None if a == "efficiency" else _metric(ref, a, k, v)  # nothing was unlearned
+                            for h, a, k, v, _ in LEADERBOARD}
                 provenance[task] = {"detectors": report["detectors"], "generation": report["generation"],
                                     "evaluate_config": report["config"], "evaluate_config_hash": report["config_hash"],
-                                    "prompts": report["prompts"]}
+                                    "prompts": report["prompts"], "original_dir": rec["original_dir"]}
             run = report["runs"].get(name, {})
             runs[method].append(run)
             for k in timing:
@@ -428,7 +438,7 @@ def summarize(config: BenchmarkConfig, records: dict[str, dict], out: Path, wall
                          "runtime_seconds_mean": _mean([r.get("runtime_seconds") for r in rs]),
                          "edited_parameter_share": _mean([r.get("edited_parameter_share") for r in rs]),
                          "multi_task": bool(cls.multi_concept), "tasks_run": len(rs)}
-    return {"config": config.to_dict(), "config_hash": config.config_hash(), "tasks": tasks,
+    return {"config": config.public_dict(), "config_hash": config.config_hash(), "tasks": tasks,
             "overall": {"mean_aspect_scores": mean_aspects, "pareto_front": front, "pareto_objectives": used,
                         "balanced_threshold": config.balanced_threshold, "balanced": balanced,
                         "shortfalls": shortfalls},
@@ -498,16 +508,18 @@ def conclusions(summary: dict) -> list[str]:
     if o["mean_aspect_scores"]:
         lines.append(f"Over all tasks (mean aspect scores), the front of {', '.join(o['pareto_objectives'])} holds "
                      f"{', '.join(o['pareto_front'])}.")
-        thr = o["balanced_threshold"]
-        if o["balanced"]:
-            lines.append(f"Balanced (every measured aspect ≥ {thr} on every task): {', '.join(o['balanced'])}.")
-        else:
-            lines.append(f"No method is balanced: every method scores below {thr} on at least one aspect of one "
-                         f"task.")
-        for m, low in o["shortfalls"].items():
-            lines.append(f"- {m}: {'; '.join(low[:4])}{' ...' if len(low) > 4 else ''}")
     unmeasured = sorted({a for t in summary["tasks"].values() for s in t["aspect_scores"].values()
                          for a, v in s.items() if v is None})
+    if o["mean_aspect_scores"]:
+        thr = o["balanced_threshold"]
+        caveat = f" (on the measured aspects only: {', '.join(unmeasured)} not measured)" if unmeasured else ""
+        if o["balanced"]:
+            lines.append(f"Balanced (every measured aspect ≥ {thr} on every task){caveat}: {', '.join(o['balanced'])}.")
+        else:
+            lines.append(f"No method is balanced{caveat}: every method scores below {thr} on at least one aspect of "
+                         f"one task.")
+        for m, low in o["shortfalls"].items():
+            lines.append(f"- {m}: {'; '.join(low[:4])}{' ...' if len(low) > 4 else ''}")
     if unmeasured:
         lines.append(f"Not measured (no score, not counted as 0): {', '.join(unmeasured)}.")
     return lines
@@ -539,7 +551,7 @@ def write_benchmark_report(summary: dict, out: Path) -> None:
     for m in methods:
         scores = {t: s["aspect_scores"][m] for t, s in summary["tasks"].items() if m in s["aspect_scores"]}
         figures["radar"][m] = f"radar_{m}.png"
-        radar_chart(scores, out / figures["radar"][m])
+        radar_chart(scores, out / figures["radar"][m], title=m)
     for task in summary["tasks"]:
         grid = _task_grid(summary, task, out)
         if grid is not None:
@@ -566,7 +578,7 @@ def _task_grid(summary: dict, task: str, out: Path, columns: int = 6):
     t = summary["tasks"][task]
     if not t["rows"]:
         return None
-    shared = out / "shared" / _slug(task) / "original" / "images"
+    shared = out / summary["provenance"][task]["original_dir"] / "images"
     ids = sorted(p.stem for p in shared.glob("forget-*.png"))[:columns // 2]
     ids += sorted(p.stem for p in shared.glob("unrelated-*.png"))[:columns - len(ids)]
     prompts = summary["provenance"][task]["prompts"]

@@ -46,9 +46,9 @@ def aspect_scores(report: dict) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def radar_chart(scores: dict[str, dict[str, float | None]], path: Path) -> None:
-    """One outline per model over the five aspects; an aspect a model was not measured on is left out of its outline
-    (a gap, named 'n/a' in the legend) rather than drawn as 0."""
+def radar_chart(scores: dict[str, dict[str, float | None]], path: Path, title: str | None = None) -> None:
+    """One outline per model (or per task, for one model) over the five aspects; an aspect an outline was not measured
+    on is left out of it (a gap, named 'n/a' in the legend) rather than drawn as 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,6 +68,8 @@ def radar_chart(scores: dict[str, dict[str, float | None]], path: Path) -> None:
     labels = [a if any(s[a] is not None for s in scores.values()) else f"{a}\n(n/a)" for a in aspects]
     ax.set_xticks(angles[:-1], labels)
     ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title, pad=18)
     ax.legend(loc="lower right", bbox_to_anchor=(1.25, -0.1), fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

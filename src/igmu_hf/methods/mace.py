@@ -265,6 +265,9 @@ class MACEUnlearner(GeneratedImagesUnlearner):
                           progress=self.progress, **{**self.train_kwargs, "output_dir": (
                               None if self.train_kwargs["output_dir"] is None
                               else f"{self.train_kwargs['output_dir']}/concept-{k}")})
+        # one image per step, as the authors' code: the global batch cannot be shared by several processes (under
+        # DDP the last layer's value LoRA, which no attention map depends on, would also stop the run)
+        run.check_divisible("train batch (MACE trains on batch 1)", 1)
         add_lora(unet, list(family.modules("cross_kv")), cfg.rank, cfg.rank, seed=cfg.seed + k)
         lora = {n: p for n, p in unet.named_parameters() if p.requires_grad}
         opt = torch.optim.AdamW(list(lora.values()), lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
