@@ -5,7 +5,7 @@ points.
 
 Where the measured outcome of a method's best preset falls short, its shape case is a strict xfail carrying the
 figures and the settings searched (README, "Baselines"; the style figures are there too), marked ``shortfall``:
-``pytest -m shortfall`` re-measures them (about 20 minutes) and fails if a method starts passing, so the record stays
+``pytest -m shortfall`` re-measures them (about 16 minutes) and fails if a method starts passing, so the record stays
 true; the default run leaves them out. The original model's rates are generated once per session (``original_multclf_rates``)."""
 
 import json
