@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 from .atomic import atomic_path, write_text_atomic
 from .config import ConfigBase
+from .hub import portable_id
 
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class BenchmarkConfig(ConfigBase):
         """``to_dict()`` with the original model named without an absolute local path (reports are shared)."""
         d = self.to_dict()
         if d["pretrained_model_name_or_path"]:
-            d["pretrained_model_name_or_path"] = _shareable(d["pretrained_model_name_or_path"])
+            d["pretrained_model_name_or_path"] = portable_id(d["pretrained_model_name_or_path"])
         return d
 
     def overrides(self, method: str) -> dict:
@@ -213,7 +214,7 @@ class Benchmark:
 
         method = self.method_configs.get(cell.name)
         parts = {"method": method.to_dict() if method is not None else self.refused.get(cell.name),
-                 "evaluate": self.eval_configs[cell.task].to_dict(), "base": _shareable(self.base)}
+                 "evaluate": self.eval_configs[cell.task].to_dict(), "base": portable_id(self.base)}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ the run
@@ -238,7 +239,7 @@ class Benchmark:
 
                 write_text_atomic(out / "benchmark.json", json.dumps({
                     "config": self.config.public_dict(), "config_hash": self.config.config_hash(),
-                    "base_model": _shareable(self.base), "domain": self.world.name,
+                    "base_model": portable_id(self.base), "domain": self.world.name,
                     "library_versions": library_versions()}, indent=2, sort_keys=True, default=str))
             start = time.perf_counter()
             records = {}
@@ -268,9 +269,7 @@ class Benchmark:
                                     cell, fingerprint)
         try:
             model_dir, unlearn_seconds = self._unlearn(cell, folder, state, progress)
-        except _REFUSALS as err:
-            from .families import FamilyNotSupportedError  # noqa: F401  (a ValueError: refused on this family)
-
+        except _REFUSALS as err:  # FamilyNotSupportedError is a ValueError: refused on this family
             logger.warning("%s is not applicable: %s", cell.name, err)
             return self._write_cell(folder, state, {"status": "n/a", "reason": f"{type(err).__name__}: {err}"},
                                     cell, fingerprint)
@@ -328,14 +327,6 @@ def _cell_record(folder: Path) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}  # a torn record: the cell runs again (its model and images are reused where they match)
-
-
-def _shareable(model: str) -> str:
-    """A model named without an absolute local path (the packaged mini pipeline by its folder name)."""
-    from .hub import looks_like_hub_id
-
-    text = str(model)
-    return text if looks_like_hub_id(text) or not os.path.isabs(text) else Path(text).name
 
 
 # ---------------------------------------------------------------------- the summary (computed from the cells)
@@ -408,9 +399,9 @@ def summarize(config: BenchmarkConfig, records: dict[str, dict], out: Path, wall
             runs[method].append(run)
             for k in timing:
                 timing[k] += rec["timing"][k]
+            relative = cell.folder(Path()).as_posix()
             rows[method]["cell"] = {"fingerprint": rec["fingerprint"], "method_config_hash": rec["method_config_hash"],
-                                    "report": f"cells/{_slug(task)}/{method}/eval/report.json",
-                                    "model": f"cells/{_slug(task)}/{method}/model"}
+                                    "report": f"{relative}/eval/report.json", "model": f"{relative}/model"}
         front, used = pareto_front(aspects)
         tasks[task] = {"original": original, "rows": rows, "aspect_scores": aspects, "not_run": reasons,
                        "pareto_front": front, "pareto_objectives": used}
@@ -591,7 +582,7 @@ def _task_grid(summary: dict, task: str, out: Path, columns: int = 6):
     rows = [[load(shared / f"{i}.png") for i in ids]]
     labels = ["original"]
     for m in t["rows"]:
-        folder = out / "cells" / _slug(task) / m / "eval" / "images" / m
+        folder = Cell(task, m).folder(out) / "eval" / "images" / m
         rows.append([load(folder / f"{i}.png") for i in ids])
         labels.append(m)
     return comparison_grid(rows, labels, headers=headers)
