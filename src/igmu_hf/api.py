@@ -2,6 +2,7 @@
 them): each returns what it made and writes its folder."""
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -85,7 +86,18 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
         accelerator = accelerator or Accelerator()
     main = accelerator is None or accelerator.is_main_process
     with folder_lock(output_dir, "unlearn") if main else nullcontext():  # a second run on the folder stops here
-        check_output_dir(output_dir, config.config_hash(), overwrite)  # fail before any work, under the lock
+        if main:  # fail before any work, under the lock
+            from .hub import expected_outputs
+
+            check_output_dir(output_dir, config.config_hash(), overwrite, config=config.to_dict(),
+                             outputs=expected_outputs(base))
+        if unlearner_cls.trained and resume_from_checkpoint is None and main:
+            from .checkpointing import list_checkpoints
+
+            found = list_checkpoints(Path(output_dir).with_name(Path(output_dir).name + "-checkpoints"))
+            if found:
+                print(f"Note: {found[-1].parent.name}/ holds {found[-1].name} of an earlier run; this run starts over "
+                      f"(pass --resume_from_checkpoint latest to continue it).", file=sys.stderr)
         return _unlearn_and_save(unlearner_cls, config, output_dir, base, world, accelerator, data_dir,
                                  checkpointing_steps, checkpoints_total_limit, resume_from_checkpoint, overwrite,
                                  progress)

@@ -83,15 +83,21 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return state, tensors, (torch.load(opt, weights_only=True) if opt.exists() else None)
 
 
+def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = (),
+                before: str = "before") -> list[str]:
+    """``"field: <before>=… now=…"`` for every field whose value differs between two config dicts."""
+    keys = sorted((set(saved) | set(current)) - set(ignore))
+    return [f"{k}: {before}={saved.get(k, '<absent>')!r} now={current.get(k, '<absent>')!r}" for k in keys
+            if _jsonable(saved.get(k)) != _jsonable(current.get(k))]
+
+
 def check_same_config(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
     """Refuse to resume a run under a different config: raise ``ValueError`` listing every differing field."""
-    keys = sorted((set(saved) | set(current)) - set(ignore))
-    diff = [f"{k}: checkpoint={saved.get(k, '<absent>')!r} now={current.get(k, '<absent>')!r}" for k in keys
-            if _jsonable(saved.get(k)) != _jsonable(current.get(k))]
+    diff = config_diff(saved, current, ignore, before="checkpoint")
     if diff:
         raise ValueError("Cannot resume: the checkpoint was written under a different config (" + "; ".join(diff) +
                          "). Resume with the checkpoint's settings, or start a fresh run in another output_dir.")
 
 
 def _jsonable(value):
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(value, default=str))

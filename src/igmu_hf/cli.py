@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "concept world for methods whose paper preserves a set (UCE); none for DUO and Dark Miner, "
                         "which then add a preservation term for each given prompt.")
     p.add_argument("--method_kwargs", type=str, default="{}", help="JSON of extra method config fields.")
+    p.add_argument("--checkpointing_steps", type=int, default=None,
+                   help="Trained methods: save a resumable state every N steps in <output_dir>-checkpoints.")
+    p.add_argument("--resume_from_checkpoint", type=str, default=None,
+                   help="Trained methods: a checkpoint folder, or 'latest' in <output_dir>-checkpoints (a run killed "
+                        "after a checkpoint continues from it).")
     p.add_argument("--push_to_hub", action="store_true", help="Upload the folder to the Hub after saving.")
     p.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id for --push_to_hub.")
 
@@ -295,8 +300,14 @@ def cmd_unlearn(args) -> int:
     method_kwargs = json_arg("--method_kwargs", args.method_kwargs)
     if args.push_to_hub:
         check_hub_id("--hub_model_id", args.hub_model_id)
+    if args.checkpointing_steps is not None:
+        from .validation import check_number
+
+        check_number("--checkpointing_steps", args.checkpointing_steps, 1, integer=True)
     folder, result = run_unlearn(args.method, args.concept, args.output_dir, args.pretrained_model_name_or_path,
-                                 args.preserve, args.seed, args.overwrite, method_kwargs)
+                                 args.preserve, args.seed, args.overwrite, method_kwargs,
+                                 checkpointing_steps=args.checkpointing_steps,
+                                 resume_from_checkpoint=args.resume_from_checkpoint)
     print(f"Saved {args.method} unlearning of {args.concept} to {folder} "
           f"({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
     if args.push_to_hub:

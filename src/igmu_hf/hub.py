@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -92,6 +93,10 @@ def check_pipeline_path(path: str) -> None:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"`pretrained_model_name_or_path` {path!r} has an unreadable model_index.json ({err}); "
                              f"re-save the pipeline with `pipe.save_pretrained(dir)`.") from None
+        if not isinstance(index, dict):
+            raise ValueError(f"`pretrained_model_name_or_path` {path!r} has a model_index.json that is not a JSON "
+                             f"object; re-save the pipeline with `pipe.save_pretrained(dir)`.")
+        check_model_index(index, path)  # before anything is imported
         missing = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None
                    and not (local / k).is_dir()]
         if missing:
@@ -107,18 +112,74 @@ def check_pipeline_path(path: str) -> None:
                          f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
 
 
+# The libraries a pipeline's components may come from: importing a module runs its code, so a model_index.json
+# naming any other module (or a code file in the folder or the working directory) is refused before loading.
+ALLOWED_COMPONENT_LIBRARIES = ("diffusers", "transformers")
+
+
+def check_model_index(index: dict, path: str) -> None:
+    """Refuse, before anything is imported, a ``model_index.json`` whose pipeline or components would run code that
+    neither diffusers, transformers nor igmu_hf ships: every component's library must be one of
+    :data:`ALLOWED_COMPONENT_LIBRARIES` (by exact name) or the pipeline's own module when that module is one of
+    igmu_hf's custom pipelines (``pipelines/``). Stock ``trust_remote_code=True`` stays the user's own choice."""
+    name = index.get("_class_name")
+    own_module = None
+    if isinstance(name, list):
+        if len(name) != 2 or not all(isinstance(x, str) for x in name):
+            raise ValueError(f"Pipeline {path!r}: model_index.json `_class_name` {name!r} is not [module, class]; "
+                             f"re-save the pipeline with `pipe.save_pretrained(dir)`.")
+        custom_pipeline_class(*name)  # igmu_hf's own copy, or a one-line refusal
+        own_module = name[0]
+    elif not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"Pipeline {path!r}: model_index.json has no valid `_class_name` ({name!r}); re-save the "
+                         f"pipeline with `pipe.save_pretrained(dir)`.")
+    for key, value in index.items():
+        if key.startswith("_") or not isinstance(value, list):
+            continue
+        if len(value) != 2:
+            raise ValueError(f"Pipeline {path!r}: component {key!r} in model_index.json is {value!r}, not "
+                             f"[library, class]; re-save the pipeline with `pipe.save_pretrained(dir)`.")
+        library, class_name = value
+        if library is None and class_name is None:
+            continue
+        if library in ALLOWED_COMPONENT_LIBRARIES and isinstance(class_name, str) and class_name.isidentifier():
+            continue
+        if own_module is not None and library == own_module and isinstance(class_name, str):
+            module = importlib.import_module(custom_pipeline_class(*index["_class_name"]).__module__)
+            if isinstance(getattr(module, class_name, None), type):
+                continue
+        raise ValueError(f"Pipeline {path!r}: component {key!r} names library {library!r} (class {class_name!r}), "
+                         f"which is not diffusers, transformers or an igmu_hf pipeline; igmu_hf never runs code from "
+                         f"a model folder or the working directory. Load it yourself with "
+                         f"DiffusionPipeline.from_pretrained(..., trust_remote_code=True) only if you trust it.")
+
+
+_OFFLINE_HINT = "Offline, a Hub id loads only from the local cache (HF_HUB_OFFLINE=1; `igmu publish FOLDER --cache`)."
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of a library's error, without its pointers to a traceback the user is not shown."""
+    text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    return re.sub(r"\s*(Check|See|Look at) (out )?the (stack ?trace|traceback) above[^.]*\.?", "", text,
+                  flags=re.IGNORECASE).strip()
+
+
 def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None, torch_dtype=torch.float32,
                   device: str = "cpu"):
     """Load a Stable Diffusion pipeline from a local folder or a Hub id, safetensors only.
 
-    Raises a ``ValueError`` naming the fix when the path does not exist, is not a diffusers pipeline folder, or
-    holds pickle-format weights only.
+    Raises a ``ValueError`` naming the fix when the path does not exist, is not a diffusers pipeline folder, holds
+    pickle-format weights only, names code outside diffusers/transformers/igmu_hf (:func:`check_model_index`), or
+    holds a component config its class cannot be built from.
     """
     from diffusers import DiffusionPipeline
 
     path = str(resolve_id(pretrained_model_name_or_path) or default_pretrained_model_name_or_path())
     check_pipeline_path(path)
     index = _model_index(path)
+    if not index:
+        raise ValueError(f"Could not load pipeline {path!r}: its model_index.json could not be read. {_OFFLINE_HINT}")
+    check_model_index(index, path)
     try:
         if isinstance(index.get("_class_name"), list):  # a custom pipeline: igmu_hf's own class, not the folder's code
             pipe = _load_custom_pipeline(path, index, custom_pipeline_class(*index["_class_name"]))
@@ -127,8 +188,14 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
             pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, use_safetensors=True,
                                                      safety_checker=None)
     except OSError as err:
-        raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {str(err).splitlines()[0]}). "
-                         f"Offline, a Hub id loads only from the local cache (HF_HUB_OFFLINE=1).") from err
+        raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {_first_line(err)}). "
+                         f"{_OFFLINE_HINT}") from err
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:
+        # a component config holding a wrong type or value (e.g. a string where a number goes) fails deep inside the
+        # component's __init__; the user's fix is the folder, so say which folder and what it said
+        raise ValueError(f"Could not build pipeline {path!r} from its files ({err.__class__.__name__}: "
+                         f"{_first_line(err)[:300]}); a component's config.json is damaged or from an incompatible "
+                         f"version: re-save the pipeline with `pipe.save_pretrained(dir)`.") from err
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -177,26 +244,109 @@ def _model_index(path: str) -> dict:
         return {}
 
 
-def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite: bool) -> None:
-    """Refuse to write into a folder that holds something else (another run, or foreign files) unless told to."""
-    from .outputs import check_writable_dir
+def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite: bool, config: dict | None = None,
+                     outputs: set[str] | None = None) -> None:
+    """Refuse to write into a folder that holds something else (another run, or foreign files) unless told to; under
+    ``overwrite``, refuse when a file igmu_hf did not write sits where this run writes (``outputs``: the top-level
+    names it will write, when known). Puts back a previous run whose save was interrupted first."""
+    from .outputs import OutputFolderError, check_writable_dir
 
     out = check_writable_dir(output_dir)
     recover_interrupted_save(out)
-    if not out.exists() or not any(out.iterdir()) or overwrite:
+    if not out.exists() or not any(e for e in out.iterdir() if not _bookkeeping(e)):
+        return
+    if overwrite:
+        if outputs:
+            _refuse_collisions(out, foreign_files(out), outputs)
         return
     run = out / RUN_FILE
-    if run.exists():
+    if run.is_file():
         try:
-            previous = json.loads(run.read_text()).get("config_hash")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            previous = "unreadable"
-        if previous == config_hash:
+            previous = json.loads(run.read_text())
+            previous = previous if isinstance(previous, dict) else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {}
+        if previous.get("config_hash") == config_hash:
             return
-        raise ValueError(f"`output_dir` {str(out)!r} already holds a different run (config {previous}); choose another "
-                         f"folder or pass --overwrite to replace it.")
-    raise ValueError(f"`output_dir` {str(out)!r} is not empty and holds no igmu_hf run; choose another folder or pass "
-                     f"--overwrite to replace it.")
+        from .checkpointing import config_diff
+
+        diff = config_diff(previous.get("config"), config) if isinstance(previous.get("config"), dict) and config \
+            else []
+        what = f"differs in {'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}" if diff else \
+            f"config {previous.get('config_hash', 'unreadable')}"
+        raise OutputFolderError(f"`output_dir` {out.name!r} already holds a different run ({what}); choose another "
+                                f"folder or pass --overwrite to replace it.")
+    raise OutputFolderError(f"`output_dir` {out.name!r} is not empty and holds no igmu_hf run; choose another folder "
+                            f"or pass --overwrite to write the run beside its files.")
+
+
+def _bookkeeping(entry: Path) -> bool:
+    from .outputs import is_bookkeeping
+
+    return is_bookkeeping(entry)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files (relative posix paths) in a run folder that igmu_hf did not write: those its ``igmu_run.json``
+    manifest does not list. A run saved before manifests lists its top-level ``files``; a run older still
+    (``igmu_run.json`` without ``files``) owns the pipeline it saved: model_index.json, the components it names, the
+    model card, top-level safetensors and pipeline code."""
+    ours: set[str] | None = None
+    run = folder / RUN_FILE
+    data = {}
+    if run.is_file() and not run.is_symlink():
+        try:
+            data = json.loads(run.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = {}
+        data = data if isinstance(data, dict) else {}
+    top: set[str] = set()
+    if isinstance(data.get("manifest"), list):
+        ours = {str(f) for f in data["manifest"]}
+    elif isinstance(data.get("files"), list):
+        top = {str(f) for f in data["files"]}
+    elif run.is_file():
+        top = {RUN_FILE, "model_index.json", "README.md"}
+        try:
+            index = json.loads((folder / "model_index.json").read_text())
+            top |= {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+        except (OSError, ValueError, AttributeError):
+            pass
+        top |= {p.name for p in folder.iterdir() if p.suffix == ".safetensors" or
+                (p.name.startswith("pipeline_") and p.suffix == ".py")}
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel_root = Path(root).relative_to(folder)
+        if rel_root == Path("."):
+            dirs[:] = [d for d in dirs if not _bookkeeping(folder / d)]
+            files = [f for f in files if not _bookkeeping(folder / f)]
+        for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
+            rel = (rel_root / name).as_posix()
+            if ours is not None and rel in ours:
+                continue
+            if ours is None and rel.split("/")[0] in top:
+                continue
+            found.append(rel)
+    return sorted(found)
+
+
+def _refuse_collisions(out: Path, foreign: list[str], outputs: set[str]) -> None:
+    from .outputs import OutputFolderError
+
+    colliding = [f for f in foreign if f.split("/")[0] in outputs]
+    if colliding:
+        shown = ", ".join(colliding[:4]) + (" ..." if len(colliding) > 4 else "")
+        raise OutputFolderError(f"`output_dir` {out.name!r} holds {shown}, which igmu_hf did not write, where this run "
+                                f"writes; move it away or choose another output_dir (--overwrite replaces only "
+                                f"igmu_hf's own files).")
+
+
+def expected_outputs(pretrained_model_name_or_path: str) -> set[str]:
+    """The top-level names a run saved from this base pipeline writes (before any work: its components, the model
+    index, card and run record)."""
+    index = _model_index(str(resolve_id(pretrained_model_name_or_path)))
+    return {RUN_FILE, "model_index.json", "README.md"} | {k for k, v in index.items() if not k.startswith("_") and
+                                                          isinstance(v, list) and v[0] is not None}
 
 
 def render_model_card(metadata: dict[str, Any], base_model: str, has_lora: bool = False) -> str:
@@ -238,17 +388,25 @@ def add_model_index(folder: str | os.PathLike, block: dict[str, Any]) -> Path:
 
 
 def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: str, overwrite: bool = False) -> Path:
-    """Write the unlearned pipeline (safetensors), ``igmu_run.json`` and the model card ``README.md`` atomically.
+    """Write the unlearned pipeline (safetensors), ``igmu_run.json`` (with the manifest of every file written) and
+    the model card ``README.md`` atomically.
 
     The folder is assembled next to ``output_dir`` and swapped in at the end, so a crash never leaves a half
-    written run nor destroys the previous one.
+    written run nor destroys the previous one. Replacing a run replaces only the files its manifest lists: the
+    user's other files move into the new folder (a file of theirs where this run writes is refused). A model with
+    non-finite weights is never saved (:func:`igmu_hf.methods.base.check_finite_pipeline`).
     """
+    from .methods.base import check_finite_pipeline
+    from .outputs import MARKER_FILE, make_partial, mark, remove_partials
+
+    check_finite_pipeline(result)
     base_model = portable_id(base_model)  # the folder may be pushed: no absolute local path in it
     metadata = {**result.metadata(), "base_model": base_model}
-    check_output_dir(output_dir, metadata["config_hash"], overwrite)
+    check_output_dir(output_dir, metadata["config_hash"], overwrite, config=metadata.get("config"))
     out = Path(output_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_partials(out, "tmp")  # left by a killed save (we hold the folder's lock)
+    tmp = make_partial(out, "tmp")
     try:
         result.pipeline.save_pretrained(tmp, safe_serialization=True)
         _scrub_name_or_path(tmp)
@@ -263,19 +421,27 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
 
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name))
         (tmp / "README.md").write_text(render_model_card(metadata, base_model, result.lora_state_dict is not None))
-        files = sorted(p.name for p in tmp.iterdir()) + [RUN_FILE]  # what this run wrote: only that is replaced
-        (tmp / RUN_FILE).write_text(json.dumps({**metadata, "files": files}, indent=2, sort_keys=True))
+        files = sorted(p.name for p in tmp.iterdir() if p.name != MARKER_FILE) + [RUN_FILE]  # only these are replaced
+        manifest = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()
+                          and p.name != MARKER_FILE) + [RUN_FILE]
+        (tmp / RUN_FILE).write_text(json.dumps({**metadata, "files": files, "manifest": manifest}, indent=2,
+                                               sort_keys=True))
         if out.exists():
-            _carry_foreign_entries(out, tmp)
-            old = _previous_run_path(out)
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)  # a crash from here to the next line is healed by recover_interrupted_save
+            _refuse_collisions(out, foreign_files(out), set(files))
+            old = make_partial(out, "backup")
+            shutil.rmtree(old)  # only its unique name is used: the previous run is renamed to it
+            mark(out, "backup", out)  # the previous run, moved aside, is recognised by its marker alone
+            os.replace(out, old)  # a crash from here on is healed by recover_interrupted_save
+            (tmp / MARKER_FILE).unlink()
             os.replace(tmp, out)
+            carry_foreign_files(old, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
+            (tmp / MARKER_FILE).unlink()
             os.replace(tmp, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -307,34 +473,47 @@ def _add_custom_pipeline_code(folder: Path, module: str, class_name: str) -> Non
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
-def _previous_run_path(out: Path) -> Path:
-    return out.with_name(f".{out.name}.old")
-
-
 def recover_interrupted_save(output_dir: str | os.PathLike) -> bool:
-    """Put back the previous run when a save was killed between its two renames (the folder is missing and its
-    previous content waits beside it); True when it did."""
+    """Heal a save killed mid-swap (call it holding the folder's lock): when the folder is missing and igmu_hf's
+    marked backup of it waits beside it, put the backup back; when both exist, move the user's files still in the
+    backup into the folder and drop the backup. Marked leftovers are removed; a folder without igmu_hf's marker
+    (a user's ``.<name>.old``) is never touched. True when a previous run was put back."""
+    from .outputs import MARKER_FILE, partial_folders, remove_partials
+
     out = Path(output_dir)
-    old = _previous_run_path(out)
-    if not out.exists() and old.is_dir():
-        os.replace(old, out)
+    restored = False
+    backups = partial_folders(out, "backup")
+    if not os.path.lexists(out) and backups:
+        newest = backups.pop()
+        os.replace(newest, out)
+        restored = True
         logger.warning("Restored %s: the previous save into it was interrupted.", out.name)
-        return True
-    return False
+    for old in backups:
+        if out.is_dir() and not out.is_symlink():
+            carry_foreign_files(old, out)
+        shutil.rmtree(old, ignore_errors=True)
+    marker = out / MARKER_FILE
+    if out.is_dir() and not out.is_symlink() and marker.is_file() and not marker.is_symlink():
+        marker.unlink()
+    if out.parent.is_dir():
+        remove_partials(out, "tmp")
+    return restored
 
 
-def _carry_foreign_entries(out: Path, new: Path) -> None:
-    """Move into ``new`` what the user put in ``out`` beside the previous run (entries the previous run's RUN_FILE
-    does not list), so overwriting a run replaces only what igmu_hf wrote."""
-    try:
-        written = set(json.loads((out / RUN_FILE).read_text())["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        written = None if (out / RUN_FILE).exists() else set()  # an older run: everything in it was ours
-    if written is None:
-        return
-    for entry in out.iterdir():
-        if entry.name not in written and not (new / entry.name).exists():
-            shutil.move(str(entry), str(new / entry.name))
+def carry_foreign_files(old: Path, new: Path) -> None:
+    """Move into ``new`` the files of ``old`` that igmu_hf did not write (:func:`foreign_files`), keeping their
+    paths, so replacing a run replaces only what igmu_hf wrote; said on stderr."""
+    moved = []
+    for rel in foreign_files(old):
+        target = new / rel
+        if os.path.lexists(target):
+            continue  # refused before the swap; a leftover of a healed crash that is already in place
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old / rel, target)
+        moved.append(rel)
+    if moved:
+        logger.warning("Kept %d file(s) in %s that igmu_hf did not write: %s", len(moved), new.name,
+                       ", ".join(moved[:5]) + (" ..." if len(moved) > 5 else ""))
 
 
 def _scrub_name_or_path(folder: Path) -> None:

@@ -66,6 +66,36 @@ def run_clock():
         _CLOCK = outer
 
 
+class DivergedError(ValueError):
+    """Training produced non-finite weights (a user error: the learning rate or steps are too high). Nothing is
+    saved: neither a checkpoint nor the model."""
+
+
+def check_finite(tensors: dict[str, torch.Tensor], config: dict[str, Any], where: str) -> None:
+    """Raise :class:`DivergedError`, naming the config's learning-rate and step fields with their values, when any of
+    ``tensors`` holds NaN or ±Inf."""
+    bad, total = 0, 0
+    for t in tensors.values():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            bad += int((~torch.isfinite(t.detach())).sum())
+            total += t.numel()
+    if not bad:
+        return
+    import re
+
+    def fields(pattern: str) -> str:
+        hits = [f"{k}={v}" for k, v in (config or {}).items() if re.fullmatch(pattern, k) and v is not None
+                and not re.search(r"inference|ddim|sampling", k)]  # the sampler's steps do not train
+        return ", ".join(hits[:4])
+
+    lr = fields(r"(.*_)?(lr|learning_rate)(_.*)?")
+    steps = fields(r"iterations|(.*_)?(steps|epochs|iterations)|max_.*steps")
+    method = (config or {}).get("method", "the method")
+    raise DivergedError(f"{method} diverged: {bad} of {total} trained weights ({where}) are not finite (NaN or "
+                        f"±Inf), so nothing was saved; lower its learning rate{f' ({lr})' if lr else ''} or steps"
+                        f"{f' ({steps})' if steps else ''} and run again.")
+
+
 class TrainingRun:
     """One resumable, data-parallel training run of a method's trainable tensors.
 
@@ -185,6 +215,7 @@ class TrainingRun:
         due = force or (self.checkpointing_steps and step % self.checkpointing_steps == 0)
         if not (self.output_dir and due and self.accelerator.is_main_process):
             return
+        check_finite(tensors, self.run_config, f"at step {step}")  # a diverged state is never checkpointed
         elapsed = {"elapsed_seconds": _CLOCK.elapsed()} if _CLOCK is not None else {}
         save_checkpoint(self.output_dir, step, {"config": self.run_config, **state, **elapsed}, tensors,
                         optimizer_state, self.checkpoints_total_limit)

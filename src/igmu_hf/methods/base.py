@@ -77,6 +77,23 @@ class UnlearnResult:
         }
 
 
+def check_finite_pipeline(result: "UnlearnResult") -> None:
+    """Refuse (:class:`~igmu_hf.training.DivergedError`, one line naming the settings to lower) an unlearned model
+    whose weights, adapter or extra tensors hold NaN or ±Inf: nothing broken is ever saved."""
+    import torch
+
+    from ..training import check_finite
+
+    tensors: dict[str, Any] = {}
+    for name, component in getattr(result.pipeline, "components", {}).items():
+        if isinstance(component, torch.nn.Module):
+            tensors.update({f"{name}.{k}": v for k, v in component.state_dict().items()})
+    tensors.update({f"lora.{k}": v for k, v in (result.lora_state_dict or {}).items()})
+    for file, extra in result.extra_tensors.items():
+        tensors.update({f"{file}.{k}": v for k, v in extra.items()})
+    check_finite(tensors, result.config.to_dict(), "in the unlearned model")
+
+
 # What a method's output is: weights fused into the pipeline's components, a LoRA adapter (written beside the fused
 # pipeline), text-encoder weights, a custom pipeline class, or nothing to save (inference-time methods).
 ARTIFACT_KINDS = ("fused weights", "LoRA adapter", "text-encoder weights", "custom pipeline", "inference-time only")
