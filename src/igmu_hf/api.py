@@ -283,6 +283,9 @@ def read_prompts(path: str) -> list[str]:
         raise ValueError(f"Prompts file {str(path)!r} holds NUL bytes (a binary file?); pass a text file with one "
                          f"prompt per line.")
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    from .validation import check_prompt_list
+
+    check_prompt_list(f"Prompts file {Path(path).name}", prompts)
     if not prompts:
         raise ValueError(f"Prompts file {str(path)!r} holds no prompt (one prompt per line).")
     return prompts

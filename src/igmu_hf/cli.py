@@ -290,7 +290,24 @@ def cmd_categorize(args) -> int:
 
     spec = categorize(args.target, category=args.category)
     out = spec.to_dict()
-    if args.prompt:
+    if args.prompt:  # as every other command: a prompt the text encoder would cut is refused
+        from .domains import domain_of_concept
+
+        if domain_of_concept(spec.target).name == "mini":
+            from transformers import AutoTokenizer
+
+            from .hub import default_pretrained_model_name_or_path
+            from .text import check_token_length
+
+            tokenizer = AutoTokenizer.from_pretrained(default_pretrained_model_name_or_path(), subfolder="tokenizer")
+            check_token_length(tokenizer, args.prompt, "--prompt")
+        else:  # no real model here: each word and mark is at least one CLIP token, so this never refuses a readable one
+            import re
+
+            least = len(re.findall(r"\w+|[^\w\s]", args.prompt)) + 2
+            if least > 77:
+                raise ValueError(f"`--prompt` is at least {least} CLIP tokens; the text encoder reads at most 77 and "
+                                 f"would cut it. Shorten it.")
         out["example"] = {"prompt": args.prompt, "do1": spec.do1(args.prompt), "do2": spec.do2(args.prompt)}
     print(json.dumps(out, indent=2))
     return 0

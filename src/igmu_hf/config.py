@@ -21,9 +21,10 @@ class ConfigBase:
 
     def __post_init__(self):
         """Every numeric field finite and in its range (:mod:`igmu_hf.validation`); subclasses call this first."""
-        from .validation import check_config_numbers
+        from .validation import check_config_numbers, check_templates
 
         check_config_numbers(self)
+        check_templates(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.identity_keys}, **asdict(self)}

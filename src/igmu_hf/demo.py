@@ -13,10 +13,10 @@ def run_demo(concept: str = "circle", output_dir: str = "igmu_demo", images_per_
     """Run the demo; returns the EvalIGMU report (also written to ``output_dir``). A folder holding anything but a
     previous demo is refused unless ``overwrite`` (then only the demo's own outputs are replaced)."""
     from .outputs import output_folder
-    from .validation import check_number
+    from .validation import MAX_SEED, check_number
 
     check_number("images_per_prompt", images_per_prompt, 1, integer=True)
-    check_number("seed", seed, 0, integer=True)
+    check_number("seed", seed, 0, MAX_SEED, integer=True)
     out = Path(output_dir)
     with output_folder(out, "demo", overwrite):
         return _demo(concept, out, images_per_prompt, seed, overwrite)

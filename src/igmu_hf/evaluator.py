@@ -78,6 +78,14 @@ class EvalIGMUConfig(ConfigBase):
         super().__post_init__()
         if not self.task:
             raise ValueError("`task` is empty; name the CatIGMU target to evaluate, e.g. 'nudity' or 'circle'.")
+        from .validation import MAX_IMAGES, check_prompt_list
+
+        check_prompt_list("forget_prompts", self.forget_prompts)
+        check_prompt_list("unrelated_prompts", self.unrelated_prompts)
+        per_set = max(self.num_prompts, len(self.forget_prompts), len(self.unrelated_prompts))
+        if per_set * self.images_per_prompt > MAX_IMAGES:
+            raise ValueError(f"{per_set:,} prompts x {self.images_per_prompt:,} images per prompt is more than "
+                             f"{MAX_IMAGES:,} images per set; lower --num_prompts or --images_per_prompt.")
         unknown = sorted(set(self.metrics) - set(metric_groups()))
         if unknown:
             raise ValueError(f"Unknown metric(s) {unknown}; metrics: {', '.join(metric_groups())}.")
@@ -90,6 +98,14 @@ class EvalIGMUConfig(ConfigBase):
                                  f"asr to --metrics or drop --attack.")
         elif self.attack_kwargs:
             raise ValueError("`attack_kwargs` given without `attack`; pass --attack NAME or drop --attack_kwargs.")
+
+
+# the detectors a user can name (loader key -> config field), and what each must be
+NAMED_DETECTOR_FIELDS = {"multclf": "multclf", "clip": "clip", "yolo": "yolo", "fid": "fid_feature_extractor"}
+DETECTOR_KINDS = {"multclf": "MultClf folder or Hub id (examples/train_multclf.py writes one)",
+                  "clip": "CLIP model folder or Hub id (e.g. openai/clip-vit-large-patch14)",
+                  "yolo": "YOLO folder written by `igmu convert-yolo` (or its Hub id)",
+                  "fid": "FID feature extractor: 'inception' or 'clip:<CLIP folder or Hub id>'"}
 
 
 @dataclass
@@ -120,6 +136,16 @@ class EvalIGMU:
 
             preset_config(get_attack(config.attack), None, self.domain, config.attack_kwargs, config.seed)
         self.detectors = {k: getattr(config, k) or v for k, v in self.domain.metric_detectors.items()}
+        for key, field_name in NAMED_DETECTOR_FIELDS.items():  # a named path that does not exist: before any work
+            named = getattr(config, field_name)
+            if not named or named in ("mini", "default", "inception"):
+                continue
+            path = str(named).removeprefix("clip:") if key == "fid" else str(named)
+            from .hub import looks_like_hub_id, resolve_id
+
+            if not Path(str(resolve_id(path))).exists() and not looks_like_hub_id(path):
+                raise ValueError(f"The {key} detector you named ({field_name}={named!r}) does not exist; pass a "
+                                 f"{DETECTOR_KINDS[key]}, or drop the flag to use the default.")
         if self.detectors.get("yolo"):  # a pickle named as detector is refused before any work
             from .metrics.loaders import resolve
 
@@ -218,6 +244,11 @@ class EvalIGMU:
             except UntrustedPickleError:
                 raise  # never skipped quietly: the user named a pickle
             except Exception as err:  # offline hub ids, missing weights: skip the metric, say why
+                field_name = NAMED_DETECTOR_FIELDS.get(key)
+                if field_name and getattr(self.config, field_name):  # the user named it: it loads or the run stops
+                    raise ValueError(f"The {key} detector you named ({field_name}={getattr(self.config, field_name)!r})"
+                                     f" could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); pass a "
+                                     f"{DETECTOR_KINDS[key]}, or drop the flag to use the default.") from None
                 logger.warning("Could not load %s (%s); its metrics are skipped.", key, err)
                 name = self.detectors.get(key, self.detectors.get(f"{key}_feature_extractor", ""))
                 self._loaded[key] = Skipped(f"could not load {key} {name!r}: "
@@ -287,6 +318,7 @@ class EvalIGMU:
         state = process_state()
         out = Path(output_dir)
         runs = runs or {}
+        self.load_named_detectors()  # a detector the user named loads, or the run stops before generating
         start = time.perf_counter()
         self._model_dirs = {name: Path(d) for name, d in (model_dirs or {}).items()}
         self.attack_seconds = 0.0
@@ -318,6 +350,19 @@ class EvalIGMU:
             write_report(report, images, out)
         state.wait_for_everyone()
         return report
+
+    def load_named_detectors(self) -> None:
+        """Load, before any work, every detector the config names explicitly that a selected metric reads; one that
+        cannot load is a one-line error (:meth:`_get`). Defaults that cannot load are skipped with the reason."""
+        from .metrics.registry import list_metrics
+
+        needed = {d for e in list_metrics() if e.group in set(self.config.metrics) for d in e.detectors}
+        for key, field_name in NAMED_DETECTOR_FIELDS.items():
+            if getattr(self.config, field_name) and key in needed:
+                try:
+                    self._get(key)
+                except Skipped:
+                    pass  # loaded, but does not apply to the task (e.g. no MultClf head for it): said in the report
 
     def _detector_infos(self) -> dict:
         infos = {}

@@ -160,8 +160,8 @@ _OFFLINE_HINT = "Offline, a Hub id loads only from the local cache (HF_HUB_OFFLI
 def _first_line(err: BaseException) -> str:
     """The first line of a library's error, without its pointers to a traceback the user is not shown."""
     text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-    return re.sub(r"\s*(Check|See|Look at) (out )?the (stack ?trace|traceback) above[^.]*\.?", "", text,
-                  flags=re.IGNORECASE).strip()
+    return re.sub(r"\s*(Please )?(check|see|look at)( out)?( the root cause in)? the (stack ?trace|traceback) "
+                  r"above[^.]*\.?", "", text, flags=re.IGNORECASE).strip()
 
 
 def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None, torch_dtype=torch.float32,
@@ -611,10 +611,27 @@ def push_folder_to_hub(folder: str | os.PathLike, hub_model_id: str | None, priv
 
     check_hub_id("--hub_model_id", hub_model_id)
     api = HfApi()
-    api.create_repo(hub_model_id, exist_ok=True, private=private, repo_type=repo_type,
-                    **({"space_sdk": "gradio"} if repo_type == "space" else {}))
-    api.upload_folder(folder_path=str(folder), repo_id=hub_model_id, repo_type=repo_type)
+    try:
+        api.create_repo(hub_model_id, exist_ok=True, private=private, repo_type=repo_type,
+                        **({"space_sdk": "gradio"} if repo_type == "space" else {}))
+        api.upload_folder(folder_path=str(folder), repo_id=hub_model_id, repo_type=repo_type)
+    except Exception as err:  # noqa: BLE001  (no token, no network, offline mode, refused: one line with the fix)
+        if not _is_network_error(err):
+            raise
+        raise ValueError(f"Could not push to the Hub as {hub_model_id!r} ({type(err).__name__}: "
+                         f"{_first_line(err)[:200] or 'no detail'}); log in with `hf auth login` (or set HF_TOKEN), "
+                         f"check the network and that HF_HUB_OFFLINE is unset, or use `igmu publish FOLDER --repo_id "
+                         f"{hub_model_id} --cache` offline.") from None
     return hub_model_id
+
+
+def _is_network_error(err: BaseException) -> bool:
+    """An error of the Hub, the network or the token (OSError subclasses: OfflineModeIsEnabled, HfHubHTTPError ...;
+    the HTTP client's own connection errors)."""
+    if isinstance(err, OSError):
+        return True
+    return any(c.__name__ in ("HTTPError", "TransportError", "ConnectError", "TimeoutException", "RequestError")
+               for c in type(err).__mro__)
 
 
 def folder_kind(folder: str | os.PathLike) -> str:

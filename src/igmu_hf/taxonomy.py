@@ -236,6 +236,33 @@ def _normalise(text: str) -> str:
     return t
 
 
+def _fold(text: str) -> str:
+    """The spelling-free form two names of one table entry share: '&' as 'and', hyphens and underscores as spaces,
+    each word without a plural 's' ("Black and White", "black-&-white" and "black & white" fold alike)."""
+    t = re.sub(r"\s*&\s*", " and ", text)
+    t = re.sub(r"[-_/]+", " ", t)
+    words = []
+    for w in t.split():
+        if len(w) > 3 and w.endswith("ies"):
+            w = w[:-3] + "y"
+        elif len(w) > 3 and (w.endswith(("ches", "shes")) or (w.endswith("es") and w[-3] in "sxz")):
+            w = w[:-2]
+        elif len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+            w = w[:-1]
+        words.append(w)
+    return " ".join(words)
+
+
+def _known_spelling(key: str, names) -> str:
+    """``key`` itself when it names an entry, else the entry it spells differently (:func:`_fold`), else ``key``."""
+    names = list(names)
+    if key in names:
+        return key
+    folded = _fold(key)
+    matches = [n for n in names if _fold(n) == folded]
+    return matches[0] if len(matches) == 1 else key
+
+
 def categorize(text: str, category: str | None = None, domain=None, **overrides) -> TaskSpec:
     """Build the :class:`TaskSpec` of an unlearning target.
 
@@ -258,6 +285,11 @@ def categorize(text: str, category: str | None = None, domain=None, **overrides)
     key = _normalise(text)
     worlds = [get_domain(domain)] if domain is not None else [get_domain(n) for n in list_domains()]
     owner, world_entry = None, None
+    all_names = set(_TABLE)
+    for world in worlds:
+        entries = world.taxonomy_entries()
+        all_names |= set(entries) | {a for e in entries.values() for a in e.aliases}
+    key = _known_spelling(key, sorted(all_names))
     for world in worlds:
         entries = world.taxonomy_entries()
         for name, entry in entries.items():  # a world's synonym ("disc") names its canonical concept ("circle")

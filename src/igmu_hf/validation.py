@@ -17,8 +17,17 @@ from numbers import Real
 from typing import Any
 
 # (name pattern, low, high, low_inclusive). First match wins; the patterns match whole field names.
+# Seeds stay below 2**30: every random generator takes them (torch's, numpy's 32-bit ones) after the offsets the
+# methods add (seed + image index, Dark Miner's per-stage mix) without overflowing.
+MAX_SEED = 2**30 - 1
+# Prompt sets and image counts a run may ask for: far beyond any paper's evaluation, far below what fills memory.
+MAX_PROMPTS = 100_000
+MAX_IMAGES = 1_000_000
 RANGE_RULES: tuple[tuple[str, float | None, float | None, bool], ...] = (
-    (r"seed|image_seed_offset|max_edit_retries", 0, None, True),
+    (r"seed", 0, MAX_SEED, True),
+    (r"image_seed_offset|max_edit_retries", 0, None, True),
+    (r"num_prompts", 1, MAX_PROMPTS, True),
+    (r"images_per_prompt", 1, 10_000, True),
     (r"(.*_)?(threshold|strength|prob|probability|ratio|rate|conf|iou)", 0, 1, True),
     (r"(.*_)?(lr|learning_rate|lr_decayed)|beta|lamb|uce_lamb|base_lambda|erase_scale|eta|(.*_)?max_grad_norm",
      0, None, False),
@@ -94,3 +103,31 @@ def _numbers(label: str, value: Any):
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from _numbers(f"{label}[{k!r}]", v)
+
+
+def check_prompt_list(name: str, prompts: Any) -> None:
+    """A list of prompts no longer than :data:`MAX_PROMPTS` (a huge file would run for days or fill memory)."""
+    if isinstance(prompts, (list, tuple)) and len(prompts) > MAX_PROMPTS:
+        raise ValueError(f"`{name}` holds {len(prompts):,} prompts; igmu_hf takes at most {MAX_PROMPTS:,} per set. "
+                         f"Split the file, or sample from it.")
+
+
+def check_templates(config: Any) -> None:
+    """Every prompt template of a config (fields named ``*template*``, ``instance_prompt``, ``pool_prompts``) formats
+    with the concept (``{}`` or ``{concept}``; ``{{``/``}}`` for literal braces), or a ``ValueError`` naming the field
+    and the template, before any work."""
+    if not is_dataclass(config):
+        return
+    for f in fields(config):
+        if not ("template" in f.name or f.name in ("instance_prompt", "pool_prompts")):
+            continue
+        value = getattr(config, f.name)
+        for template in ([value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []):
+            if not isinstance(template, str):
+                continue
+            try:
+                template.format("concept", concept="concept")
+            except (ValueError, IndexError, KeyError) as err:
+                raise ValueError(f"`{f.name}` template {template[:60]!r} does not format ({type(err).__name__}: {err}); "
+                                 f"write the concept as '{{}}' (or '{{concept}}') and literal braces as '{{{{' and "
+                                 f"'}}}}'.") from None
