@@ -15,24 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import assert_one_line_error, run_cli
 from igmu_hf.cli import main as igmu
 
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    rc = igmu(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert rc == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 class _Payload:
@@ -138,51 +125,7 @@ def test_judge_and_metric_thresholds_are_checked(mini_classifier):
             forgetting_rate_from_probabilities(torch.tensor([0.2, 0.9]), threshold=bad)
 
 
-# ---------------------------------------------------------------- one-line errors, before any work
-@pytest.mark.parametrize("argv, needles", [
-    (["unlearn", "--method", "uce", "--concept", "circle", "--method_kwargs", '{"erase_scale": NaN}'],
-     ["UCEConfig.erase_scale", "finite"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--method_kwargs", '{"lamb": Infinity}'],
-     ["UCEConfig.lamb"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--method_kwargs", '{"lamb": "big"}'], ["`lamb`"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--method_kwargs", "{lamb: 1}"], ["--method_kwargs"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--method_kwargs", "[1]"], ["--method_kwargs"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--push_to_hub"], ["--hub_model_id"]),
-    (["unlearn", "--method", "uce", "--concept", "circle " * 3000], ["tokens", "Shorten"]),
-    (["attack", "--method", "unlearndiffatk", "--unlearned", "{uce}", "--threshold", "nan"], ["threshold"]),
-    (["attack", "--method", "unlearndiffatk", "--unlearned", "{uce}", "--threshold", "-1"], ["threshold", "[0, 1]"]),
-    (["attack", "--method", "unlearndiffatk", "--unlearned", "{uce}", "--task", "blorp"], ["Unknown task 'blorp'"]),
-    (["attack", "--method", "nope", "--unlearned", "{uce}"], ["Unknown attack 'nope'"]),
-    (["evaluate", "--unlearned", "/nonexistent/model"], ["does not exist"]),
-    (["evaluate", "--unlearned", "{uce}", "--attack", "foo"], ["Unknown attack 'foo'"]),
-    (["evaluate", "--unlearned", "{uce}", "--attack", "unlearndiffatk", "--metrics", "efficiency"], ["asr"]),
-    (["evaluate", "--unlearned", "{uce}", "--images_per_prompt", "0"], ["images_per_prompt"]),
-    (["evaluate", "--unlearned", "{uce}", "--forget_prompts_file", "{tmp}"], ["is a folder"]),
-    (["evaluate", "--unlearned", "{uce}", "--forget_prompts_file", "{binary}"], ["not UTF-8"]),
-    (["evaluate", "--unlearned", "{no_unet}"], ["unet/"]),
-    (["evaluate", "--unlearned", "{uce}", "--output_dir", "{file}/sub"], ["is a file"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--output_dir", "{file}/sub"], ["is a file"]),
-    (["unlearn", "--method", "uce", "--concept", "circle", "--output_dir", "{file}"], ["is a file"]),
-    (["demo", "--images_per_prompt", "0"], ["images_per_prompt"]),
-    (["publish", "{uce}", "--repo_id", "not a repo", "--cache"], ["--repo_id"]),
-])
-def test_cli_user_errors_are_one_line_and_come_before_any_work(argv, needles, tmp_path, capsys, uce_run, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "file").write_text("x")
-    (tmp_path / "binary").write_bytes(bytes(range(256)) * 4)
-    no_unet = tmp_path / "no_unet"
-    no_unet.mkdir()
-    (no_unet / "model_index.json").write_text((uce_run / "model_index.json").read_text())
-    subs = {"{uce}": str(uce_run), "{tmp}": str(tmp_path), "{binary}": "binary", "{no_unet}": str(no_unet),
-            "{file}": "file"}
-    argv = [next((a.replace(k, v) for k, v in subs.items() if k in a), a) for a in argv]
-    if "--output_dir" not in argv and argv[0] != "publish":
-        argv += ["--output_dir", "out"]
-    rc, _, err = run_cli(capsys, *argv)
-    assert_one_line_error(rc, err, *needles)
-    assert not (tmp_path / "out").exists()
-
-
+# ---------------------------------------------------------------- one-line errors (the table: test_bad_inputs.py)
 def test_read_only_output_folder_is_one_line(tmp_path, capsys, uce_run):
     if os.geteuid() == 0:  # root writes anywhere; simulate the file system's refusal with an unwritable mount
         import unittest.mock as mock
@@ -239,8 +182,14 @@ def test_user_files_and_other_commands_outputs_are_not_overwritten(tmp_path, cap
     assert (out / "report.md").read_text() == "my own notes"
     (out / "notes.txt").write_text("keep me")
     rc, _, err = run_cli(capsys, "evaluate", "--unlearned", str(uce_run), "--output_dir", str(out), *EVAL,
+                         "--overwrite")  # --overwrite never replaces a file the user made where igmu writes
+    assert_one_line_error(rc, err, "report.md", "did not write")
+    assert (out / "report.md").read_text() == "my own notes"
+    (out / "report.md").unlink()
+    rc, _, err = run_cli(capsys, "evaluate", "--unlearned", str(uce_run), "--output_dir", str(out), *EVAL,
                          "--overwrite")
     assert rc == 0, err
+    assert "Kept 1 file(s)" in err and "notes.txt" in err  # said
     assert (out / "notes.txt").read_text() == "keep me" and "EvalIGMU report" in (out / "report.md").read_text()
     record = json.loads((out / ".igmu_outputs.json").read_text())
     assert record["command"] == "evaluate" and "report.md" in record["written"] and "notes.txt" not in record["written"]

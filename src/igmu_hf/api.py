@@ -83,6 +83,9 @@ def unlearn_and_save(config, output_dir: str, pretrained_model_name_or_path: str
     if unlearner_cls.trained:
         from accelerate import Accelerator
 
+        from .training import warn_single_process_launch
+
+        warn_single_process_launch()
         accelerator = accelerator or Accelerator()
     main = accelerator is None or accelerator.is_main_process
     with folder_lock(output_dir, "unlearn") if main else nullcontext():  # a second run on the folder stops here
@@ -173,6 +176,7 @@ def run_evaluate(unlearned: list[str], output_dir: str, original: str | None = N
     config = EvalIGMUConfig(task=task, images_per_prompt=images_per_prompt, seed=seed, attack=attack,
                             attack_kwargs=dict(attack_kwargs or {}), **config_kwargs)
     evaluator = EvalIGMU(config)  # checks the task and prompts before loading any pipeline
+    evaluator.load_named_detectors()  # a detector the user named loads, or the command stops before any work
     main = process_state().is_main_process
     with output_folder(output_dir, "evaluate", overwrite, main_process=main):
         pipes, run_infos, folders = {"original": load_pipeline(original)}, {}, {}

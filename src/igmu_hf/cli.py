@@ -325,6 +325,8 @@ def cmd_unlearn(args) -> int:
                                  args.preserve, args.seed, args.overwrite, method_kwargs,
                                  checkpointing_steps=args.checkpointing_steps,
                                  resume_from_checkpoint=args.resume_from_checkpoint)
+    if folder is None:  # a process other than the main one (torchrun / accelerate launch): the main one reports
+        return 0
     print(f"Saved {args.method} unlearning of {args.concept} to {folder} "
           f"({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
     if args.push_to_hub:
@@ -349,6 +351,10 @@ def cmd_evaluate(args) -> int:
     report = run_evaluate(args.unlearned, args.output_dir, args.original, args.task, args.images_per_prompt,
                           args.seed, attack=args.attack, attack_kwargs=attack_kwargs, overwrite=args.overwrite,
                           update_model_card=args.update_model_card, num_prompts=args.num_prompts, **kwargs)
+    from .training import process_state
+
+    if not process_state().is_main_process:
+        return 0
     print("\n".join(summary_lines(report)))
     print(f"Report: {Path(args.output_dir) / 'report.md'} (numbers: report.json)")
     return 0
@@ -363,6 +369,10 @@ def cmd_attack(args) -> int:
         check_threshold(args.threshold)
     result = run_attack(args.method, args.unlearned, args.output_dir, args.task, args.original, prompts, args.judge,
                         args.threshold, args.preset, attack_kwargs, args.seed, overwrite=args.overwrite)
+    from .training import process_state
+
+    if not process_state().is_main_process:  # every process holds the summary; the main one prints it
+        return 0
     s = result.summary
     print(f"{args.method} on {s['task']!r}: ASR {s['asr']:.2f} ({s['pre_attack_successes']} before the attack + "
           f"{s['attack_successes']} found by it, of {s['num_prompts']} prompts); pre-attack ASR "

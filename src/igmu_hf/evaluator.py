@@ -245,6 +245,8 @@ class EvalIGMU:
                 raise  # never skipped quietly: the user named a pickle
             except Exception as err:  # offline hub ids, missing weights: skip the metric, say why
                 field_name = NAMED_DETECTOR_FIELDS.get(key)
+                if field_name and getattr(self.config, field_name) and type(err) is ValueError:
+                    raise  # igmu_hf's own loaders' refusals already name the problem and the fix
                 if field_name and getattr(self.config, field_name):  # the user named it: it loads or the run stops
                     raise ValueError(f"The {key} detector you named ({field_name}={getattr(self.config, field_name)!r})"
                                      f" could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); pass a "

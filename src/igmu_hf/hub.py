@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -512,8 +513,8 @@ def carry_foreign_files(old: Path, new: Path) -> None:
         os.replace(old / rel, target)
         moved.append(rel)
     if moved:
-        logger.warning("Kept %d file(s) in %s that igmu_hf did not write: %s", len(moved), new.name,
-                       ", ".join(moved[:5]) + (" ..." if len(moved) > 5 else ""))
+        print(f"igmu_hf: Kept {len(moved)} file(s) in {new.name} that igmu_hf did not write: "
+              f"{', '.join(moved[:5]) + (' ...' if len(moved) > 5 else '')}", file=sys.stderr)
 
 
 def _scrub_name_or_path(folder: Path) -> None:

@@ -16,10 +16,10 @@ import fcntl
 import fnmatch
 import glob
 import json
-import logging
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +29,6 @@ from typing import Iterator
 from .atomic import write_text_atomic
 
 
-logger = logging.getLogger(__name__)
 RECORD_FILE = ".igmu_outputs.json"
 LOCK_SUFFIX = ".igmu-lock"
 # Folders igmu_hf assembles beside an output folder (``.<name>.igmu-tmp-XXXX``) and the previous run it moves aside
@@ -290,8 +289,8 @@ def _check_contents(claim: OutputFolder, overwrite: bool) -> None:
                                     f"where `igmu {claim.command}` writes its outputs; move them away or choose another "
                                     f"output_dir (--overwrite replaces only igmu_hf's own files).")
         if foreign:
-            logger.warning("Kept %d file(s) in %s that igmu_hf did not write: %s", len(foreign), out.name,
-                           _shown(foreign))
+            print(f"igmu_hf: Kept {len(foreign)} file(s) in {out.name} that igmu_hf did not write: {_shown(foreign)}",
+                  file=sys.stderr)
         claim.kept |= set(foreign)
         return
     if not entries:

@@ -39,7 +39,28 @@ def process_state():
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
+    warn_single_process_launch()
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+_WARNED_LAUNCH = False
+
+
+def warn_single_process_launch() -> None:
+    """Say so (once, on stderr) when ``accelerate launch --num_processes N`` started a single process: without GPUs
+    (or ``--multi_gpu``) its simple launcher runs the script once, sets MASTER_ADDR for the processes it never
+    starts, and the run silently has one process."""
+    global _WARNED_LAUNCH
+    import os
+    import sys
+
+    env = os.environ
+    if _WARNED_LAUNCH or "MASTER_ADDR" not in env or "ACCELERATE_MIXED_PRECISION" not in env or "WORLD_SIZE" in env \
+            or "RANK" in env:
+        return
+    _WARNED_LAUNCH = True
+    print("igmu_hf: `accelerate launch` started ONE process (its simple launcher: no GPUs or no --multi_gpu); on CPUs "
+          "start several with `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N ...`.", file=sys.stderr)
 
 
 class SegmentClock:
@@ -117,6 +138,7 @@ class TrainingRun:
                  mixed_precision: str | None = None):
         from accelerate import Accelerator
 
+        warn_single_process_launch()
         self.accelerator = accelerator or Accelerator(mixed_precision=mixed_precision)
         self.run_config = run_config
         self.output_dir, self.checkpointing_steps = output_dir, checkpointing_steps
@@ -223,7 +245,7 @@ class TrainingRun:
     # ---- loop ----
     def steps(self, first: int, total: int, desc: str):
         """``range(first, total)`` with a progress bar on the local main process."""
-        return tqdm(range(first, total), desc=desc, initial=first, total=total,
+        return tqdm(range(first, total), desc=f"{desc} training (steps)", initial=first, total=total,
                     disable=not (self.progress and self.accelerator.is_local_main_process))
 
     def after_step(self, value: Any) -> None:
