@@ -317,6 +317,21 @@ def test_backups_and_leftovers_are_recognised_by_their_marker_alone(tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == [".o.igmu-tmp-users", ".o.old", "o"]  # no lock, no backup
 
 
+def test_a_planted_backup_link_is_never_restored_or_emptied(tmp_path, capsys):
+    """A symbolic link where igmu_hf's backups go, to a folder that even carries igmu_hf's marker: not restored into
+    the output folder, not followed, not deleted."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / ".igmu_partial").write_text(json.dumps({"kind": "backup", "of": "o"}))
+    (victim / "precious.txt").write_text("keep")
+    (tmp_path / ".o.igmu-backup-planted").symlink_to(victim)
+    before = tree_hashes(tmp_path)
+    assert unlearn(capsys, tmp_path / "o")[0] == 0
+    assert unlearn(capsys, tmp_path / "o", "--overwrite", "--method_kwargs", '{"erase_scale": 0.5}')[0] == 0
+    assert not (tmp_path / "o" / "precious.txt").exists()
+    assert {k: v for k, v in tree_hashes(tmp_path).items() if k in before} == before
+
+
 def test_the_demo_runs_twice_in_its_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for _ in range(2):

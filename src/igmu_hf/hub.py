@@ -97,7 +97,6 @@ def check_pipeline_path(path: str) -> None:
         if not isinstance(index, dict):
             raise ValueError(f"`pretrained_model_name_or_path` {path!r} has a model_index.json that is not a JSON "
                              f"object; re-save the pipeline with `pipe.save_pretrained(dir)`.")
-        check_model_index(index, path)  # before anything is imported
         missing = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None
                    and not (local / k).is_dir()]
         if missing:
@@ -108,6 +107,7 @@ def check_pipeline_path(path: str) -> None:
         if not any(p.suffix == ".safetensors" for p in weights) and any(p.suffix in _PICKLE_SUFFIXES for p in weights):
             raise ValueError(f"`pretrained_model_name_or_path` {path!r} holds pickle-format weights only; re-save it "
                              f"with `pipe.save_pretrained(dir, safe_serialization=True)`.")
+        check_model_index(index, path)  # before anything is imported
     elif not looks_like_hub_id(path):
         raise ValueError(f"`pretrained_model_name_or_path` {path!r} does not exist; pass an existing pipeline folder "
                          f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")

@@ -39,6 +39,25 @@ def _refuse_pickle(name: str) -> UntrustedPickleError:
         f"{name} --output_dir <folder> --trust_pickle` and pass that folder (or its Hub id).")
 
 
+def yolo_class():
+    """ultralytics' ``YOLO`` class, imported without its side effects on the rest of the process: importing
+    ultralytics replaces ``PIL.Image.open`` process-wide with a version that, on an image Pillow cannot identify,
+    tries to pip-install a HEIF plugin (a network call, then ``ModuleNotFoundError`` offline) instead of raising
+    Pillow's own error; the original is put back. Auto-install is switched off (``YOLO_AUTOINSTALL``) before import."""
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from PIL import Image
+    from ultralytics import YOLO
+
+    try:
+        from ultralytics.utils import patches
+
+        if getattr(Image.open, "__module__", "") == patches.__name__:
+            Image.open = patches._image_open
+    except (ImportError, AttributeError):  # another ultralytics layout: nothing patched the way we know
+        pass
+    return YOLO
+
+
 def _snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
@@ -164,8 +183,8 @@ def load_yolo(pretrained_model_name_or_path: str | os.PathLike):
     import tempfile
 
     from safetensors.torch import load_file
-    from ultralytics import YOLO
 
+    YOLO = yolo_class()
     name = check_yolo_name(pretrained_model_name_or_path)
     folder = Path(name) if Path(name).is_dir() else _snapshot(name)
     if not (folder / YOLO_CONFIG).is_file() or not (folder / YOLO_WEIGHTS).is_file():
@@ -198,8 +217,7 @@ def convert_yolo(source: str | os.PathLike, output_dir: str | os.PathLike, trust
     if not Path(source).is_file():
         raise FileNotFoundError(f"{str(source)!r} does not exist; pass the path of an ultralytics .pt file you "
                                 f"downloaded (ultralytics' own names are not fetched implicitly).")
-    from ultralytics import YOLO
-
+    YOLO = yolo_class()
     model = YOLO(str(source))  # the one place a pickle is loaded, on explicit request
     return save_yolo(model, output_dir, imgsz=imgsz, extra={"converted_from": Path(source).name})
 
