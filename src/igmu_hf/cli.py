@@ -301,7 +301,7 @@ def cmd_categorize(args) -> int:
 
             tokenizer = AutoTokenizer.from_pretrained(default_pretrained_model_name_or_path(), subfolder="tokenizer")
             check_token_length(tokenizer, args.prompt, "--prompt")
-        else:  # no real model here: each word and mark is at least one CLIP token, so this never refuses a readable one
+        else:  # no real model here: each word and mark is at least one CLIP token (never refuses a readable one)
             import re
 
             least = len(re.findall(r"\w+|[^\w\s]", args.prompt)) + 2

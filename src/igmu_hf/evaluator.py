@@ -136,13 +136,13 @@ class EvalIGMU:
 
             preset_config(get_attack(config.attack), None, self.domain, config.attack_kwargs, config.seed)
         self.detectors = {k: getattr(config, k) or v for k, v in self.domain.metric_detectors.items()}
+        from .hub import looks_like_hub_id, resolve_id
+
         for key, field_name in NAMED_DETECTOR_FIELDS.items():  # a named path that does not exist: before any work
             named = getattr(config, field_name)
             if not named or named in ("mini", "default", "inception"):
                 continue
             path = str(named).removeprefix("clip:") if key == "fid" else str(named)
-            from .hub import looks_like_hub_id, resolve_id
-
             if not Path(str(resolve_id(path))).exists() and not looks_like_hub_id(path):
                 raise ValueError(f"The {key} detector you named ({field_name}={named!r}) does not exist; pass a "
                                  f"{DETECTOR_KINDS[key]}, or drop the flag to use the default.")
@@ -245,11 +245,14 @@ class EvalIGMU:
                 raise  # never skipped quietly: the user named a pickle
             except Exception as err:  # offline hub ids, missing weights: skip the metric, say why
                 field_name = NAMED_DETECTOR_FIELDS.get(key)
-                if field_name and getattr(self.config, field_name) and type(err) is ValueError:
+                named = getattr(self.config, field_name) if field_name else None
+                if named and type(err) is ValueError:
                     raise  # igmu_hf's own loaders' refusals already name the problem and the fix
-                if field_name and getattr(self.config, field_name):  # the user named it: it loads or the run stops
-                    raise ValueError(f"The {key} detector you named ({field_name}={getattr(self.config, field_name)!r})"
-                                     f" could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); pass a "
+                if named:  # the user named it: it loads or the run stops
+                    from .hub import first_line
+
+                    raise ValueError(f"The {key} detector you named ({field_name}={named!r}) could not be loaded "
+                                     f"({type(err).__name__}: {first_line(err)[:200]}); pass a "
                                      f"{DETECTOR_KINDS[key]}, or drop the flag to use the default.") from None
                 logger.warning("Could not load %s (%s); its metrics are skipped.", key, err)
                 name = self.detectors.get(key, self.detectors.get(f"{key}_feature_extractor", ""))

@@ -10,12 +10,13 @@ import logging
 import os
 import re
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .outputs import (MARKER_FILE, OutputFolderError, check_writable_dir, collision_error, is_bookkeeping,
+                      make_partial, mark, partial_folders, partial_path, remove_partials, say_kept)
 
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,7 @@ def check_pipeline_path(path: str) -> None:
         if not isinstance(index, dict):
             raise ValueError(f"`pretrained_model_name_or_path` {path!r} has a model_index.json that is not a JSON "
                              f"object; re-save the pipeline with `pipe.save_pretrained(dir)`.")
-        missing = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None
-                   and not (local / k).is_dir()]
+        missing = [k for k in component_names(index) if not (local / k).is_dir()]
         if missing:
             raise ValueError(f"`pretrained_model_name_or_path` {path!r} lacks the component folder(s) "
                              f"{', '.join(m + '/' for m in missing)} that its model_index.json names; copy the whole "
@@ -111,6 +111,11 @@ def check_pipeline_path(path: str) -> None:
     elif not looks_like_hub_id(path):
         raise ValueError(f"`pretrained_model_name_or_path` {path!r} does not exist; pass an existing pipeline folder "
                          f"or a Hub id such as 'CompVis/stable-diffusion-v1-4'.")
+
+
+def component_names(index: dict) -> list[str]:
+    """The components a ``model_index.json`` names (each a folder of the pipeline), not its ``None`` slots."""
+    return [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0] is not None]
 
 
 # The libraries a pipeline's components may come from: importing a module runs its code, so a model_index.json
@@ -158,7 +163,7 @@ def check_model_index(index: dict, path: str) -> None:
 _OFFLINE_HINT = "Offline, a Hub id loads only from the local cache (HF_HUB_OFFLINE=1; `igmu publish FOLDER --cache`)."
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     """The first line of a library's error, without its pointers to a traceback the user is not shown."""
     text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
     return re.sub(r"\s*(Please )?(check|see|look at)( out)?( the root cause in)? the (stack ?trace|traceback) "
@@ -180,7 +185,8 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
     index = _model_index(path)
     if not index:
         raise ValueError(f"Could not load pipeline {path!r}: its model_index.json could not be read. {_OFFLINE_HINT}")
-    check_model_index(index, path)
+    if not Path(path).is_dir():  # a Hub id (a local folder was checked by check_pipeline_path)
+        check_model_index(index, path)
     try:
         if isinstance(index.get("_class_name"), list):  # a custom pipeline: igmu_hf's own class, not the folder's code
             pipe = _load_custom_pipeline(path, index, custom_pipeline_class(*index["_class_name"]))
@@ -189,13 +195,13 @@ def load_pipeline(pretrained_model_name_or_path: str | os.PathLike | None = None
             pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, use_safetensors=True,
                                                      safety_checker=None)
     except OSError as err:
-        raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {_first_line(err)}). "
+        raise ValueError(f"Could not load pipeline {path!r} ({err.__class__.__name__}: {first_line(err)}). "
                          f"{_OFFLINE_HINT}") from err
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:
         # a component config holding a wrong type or value (e.g. a string where a number goes) fails deep inside the
         # component's __init__; the user's fix is the folder, so say which folder and what it said
         raise ValueError(f"Could not build pipeline {path!r} from its files ({err.__class__.__name__}: "
-                         f"{_first_line(err)[:300]}); a component's config.json is damaged or from an incompatible "
+                         f"{first_line(err)[:300]}); a component's config.json is damaged or from an incompatible "
                          f"version: re-save the pipeline with `pipe.save_pretrained(dir)`.") from err
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -250,11 +256,9 @@ def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite:
     """Refuse to write into a folder that holds something else (another run, or foreign files) unless told to; under
     ``overwrite``, refuse when a file igmu_hf did not write sits where this run writes (``outputs``: the top-level
     names it will write, when known). Puts back a previous run whose save was interrupted first."""
-    from .outputs import OutputFolderError, check_writable_dir
-
     out = check_writable_dir(output_dir)
     recover_interrupted_save(out)
-    if not out.exists() or not any(e for e in out.iterdir() if not _bookkeeping(e)):
+    if not out.exists() or not any(e for e in out.iterdir() if not is_bookkeeping(e)):
         return
     if overwrite:
         if outputs:
@@ -281,12 +285,6 @@ def check_output_dir(output_dir: str | os.PathLike, config_hash: str, overwrite:
                             f"or pass --overwrite to write the run beside its files.")
 
 
-def _bookkeeping(entry: Path) -> bool:
-    from .outputs import is_bookkeeping
-
-    return is_bookkeeping(entry)
-
-
 def foreign_files(folder: Path) -> list[str]:
     """Files (relative posix paths) in a run folder that igmu_hf did not write: those its ``igmu_run.json``
     manifest does not list. A run saved before manifests lists its top-level ``files``; a run older still
@@ -309,8 +307,7 @@ def foreign_files(folder: Path) -> list[str]:
     elif run.is_file():
         top = {RUN_FILE, "model_index.json", "README.md"}
         try:
-            index = json.loads((folder / "model_index.json").read_text())
-            top |= {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+            top |= set(component_names(json.loads((folder / "model_index.json").read_text())))
         except (OSError, ValueError, AttributeError):
             pass
         top |= {p.name for p in folder.iterdir() if p.suffix == ".safetensors" or
@@ -319,8 +316,8 @@ def foreign_files(folder: Path) -> list[str]:
     for root, dirs, files in os.walk(folder):
         rel_root = Path(root).relative_to(folder)
         if rel_root == Path("."):
-            dirs[:] = [d for d in dirs if not _bookkeeping(folder / d)]
-            files = [f for f in files if not _bookkeeping(folder / f)]
+            dirs[:] = [d for d in dirs if not is_bookkeeping(folder / d)]
+            files = [f for f in files if not is_bookkeeping(folder / f)]
         for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
             rel = (rel_root / name).as_posix()
             if ours is not None and rel in ours:
@@ -332,22 +329,16 @@ def foreign_files(folder: Path) -> list[str]:
 
 
 def _refuse_collisions(out: Path, foreign: list[str], outputs: set[str]) -> None:
-    from .outputs import OutputFolderError
-
     colliding = [f for f in foreign if f.split("/")[0] in outputs]
     if colliding:
-        shown = ", ".join(colliding[:4]) + (" ..." if len(colliding) > 4 else "")
-        raise OutputFolderError(f"`output_dir` {out.name!r} holds {shown}, which igmu_hf did not write, where this run "
-                                f"writes; move it away or choose another output_dir (--overwrite replaces only "
-                                f"igmu_hf's own files).")
+        raise collision_error(out.name, colliding, "this run")
 
 
 def expected_outputs(pretrained_model_name_or_path: str) -> set[str]:
     """The top-level names a run saved from this base pipeline writes (before any work: its components, the model
     index, card and run record)."""
     index = _model_index(str(resolve_id(pretrained_model_name_or_path)))
-    return {RUN_FILE, "model_index.json", "README.md"} | {k for k, v in index.items() if not k.startswith("_") and
-                                                          isinstance(v, list) and v[0] is not None}
+    return {RUN_FILE, "model_index.json", "README.md", *component_names(index)}
 
 
 def render_model_card(metadata: dict[str, Any], base_model: str, has_lora: bool = False) -> str:
@@ -398,7 +389,6 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     non-finite weights is never saved (:func:`igmu_hf.methods.base.check_finite_pipeline`).
     """
     from .methods.base import check_finite_pipeline
-    from .outputs import MARKER_FILE, make_partial, mark, remove_partials
 
     check_finite_pipeline(result)
     base_model = portable_id(base_model)  # the folder may be pushed: no absolute local path in it
@@ -406,8 +396,7 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
     check_output_dir(output_dir, metadata["config_hash"], overwrite, config=metadata.get("config"))
     out = Path(output_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_partials(out, "tmp")  # left by a killed save (we hold the folder's lock)
-    tmp = make_partial(out, "tmp")
+    tmp = make_partial(out, "tmp")  # a killed save's leftovers were removed by check_output_dir
     try:
         result.pipeline.save_pretrained(tmp, safe_serialization=True)
         _scrub_name_or_path(tmp)
@@ -429,8 +418,7 @@ def save_unlearned_pipeline(result, output_dir: str | os.PathLike, base_model: s
                                                sort_keys=True))
         if out.exists():
             _refuse_collisions(out, foreign_files(out), set(files))
-            old = make_partial(out, "backup")
-            shutil.rmtree(old)  # only its unique name is used: the previous run is renamed to it
+            old = partial_path(out, "backup")
             mark(out, "backup", out)  # the previous run, moved aside, is recognised by its marker alone
             os.replace(out, old)  # a crash from here on is healed by recover_interrupted_save
             (tmp / MARKER_FILE).unlink()
@@ -479,8 +467,6 @@ def recover_interrupted_save(output_dir: str | os.PathLike) -> bool:
     marked backup of it waits beside it, put the backup back; when both exist, move the user's files still in the
     backup into the folder and drop the backup. Marked leftovers are removed; a folder without igmu_hf's marker
     (a user's ``.<name>.old``) is never touched. True when a previous run was put back."""
-    from .outputs import MARKER_FILE, partial_folders, remove_partials
-
     out = Path(output_dir)
     restored = False
     backups = partial_folders(out, "backup")
@@ -512,9 +498,7 @@ def carry_foreign_files(old: Path, new: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(old / rel, target)
         moved.append(rel)
-    if moved:
-        print(f"igmu_hf: Kept {len(moved)} file(s) in {new.name} that igmu_hf did not write: "
-              f"{', '.join(moved[:5]) + (' ...' if len(moved) > 5 else '')}", file=sys.stderr)
+    say_kept(new.name, moved)
 
 
 def _scrub_name_or_path(folder: Path) -> None:
@@ -620,7 +604,7 @@ def push_folder_to_hub(folder: str | os.PathLike, hub_model_id: str | None, priv
         if not _is_network_error(err):
             raise
         raise ValueError(f"Could not push to the Hub as {hub_model_id!r} ({type(err).__name__}: "
-                         f"{_first_line(err)[:200] or 'no detail'}); log in with `hf auth login` (or set HF_TOKEN), "
+                         f"{first_line(err)[:200] or 'no detail'}); log in with `hf auth login` (or set HF_TOKEN), "
                          f"check the network and that HF_HUB_OFFLINE is unset, or use `igmu publish FOLDER --repo_id "
                          f"{hub_model_id} --cache` offline.") from None
     return hub_model_id

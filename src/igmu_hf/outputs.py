@@ -17,10 +17,10 @@ import fnmatch
 import glob
 import json
 import os
+import secrets
 import shutil
 import stat
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +78,8 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output_dir") -> Pat
     the file system refuses (read-only, permissions)."""
     out = Path(path)
     if out.is_symlink():
-        raise OutputFolderError(f"`{what}` {str(out)!r} is a symbolic link (to {os.readlink(out)!r}); igmu_hf does not "
-                                f"write through links: pass the folder it points to if you mean to write there.")
+        raise OutputFolderError(f"`{what}` {str(out)!r} is a symbolic link (to {os.readlink(out)!r}); igmu_hf does "
+                                f"not write through links: pass the folder it points to if you mean to write there.")
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"`{what}` {str(out)!r} is a file; pass a folder path.")
     for parent in out.absolute().parents:
@@ -228,15 +228,24 @@ def partial_kind(folder: Path) -> str | None:
     return kind
 
 
+def partial_path(out: Path, kind: str) -> Path:
+    """A new, unused name for a partial folder of ``kind`` beside ``out`` (the caller holds ``out``'s lock)."""
+    while True:
+        path = out.with_name(f".{out.name}{PARTIAL_TAGS[kind]}{secrets.token_hex(4)}")
+        if not os.path.lexists(path):
+            return path
+
+
 def make_partial(out: Path, kind: str) -> Path:
     """A new marked folder beside ``out`` (:data:`MARKER_FILE`); the caller removes the marker when it is done."""
-    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_TAGS[kind]}", dir=out.parent))
-    (folder / MARKER_FILE).write_text(json.dumps({"kind": kind, "of": out.name}))
+    folder = partial_path(out, kind)
+    folder.mkdir()
+    mark(folder, kind, out)
     return folder
 
 
 def mark(folder: Path, kind: str, out: Path) -> None:
-    """Write the marker into an existing folder about to be renamed to a partial name of ``out``."""
+    """Write the marker naming ``kind`` and ``out`` into ``folder`` (new, or about to be renamed to a partial name)."""
     marker = folder / MARKER_FILE
     if marker.is_symlink():
         marker.unlink()
@@ -254,8 +263,24 @@ def remove_partials(out: Path, kind: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _shown(names: list[str]) -> str:
+def shown(names: list[str]) -> str:
+    """The first few names of a list, for a one-line message."""
     return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
+def collision_error(folder: str, colliding: list[str], writer: str) -> OutputFolderError:
+    """The refusal when files igmu_hf did not write sit where ``writer`` writes (``--overwrite`` never replaces
+    them)."""
+    return OutputFolderError(f"`output_dir` {folder!r} holds {shown(colliding)}, which igmu_hf did not write, where "
+                             f"{writer} writes; move them away or choose another output_dir (--overwrite replaces "
+                             f"only igmu_hf's own files).")
+
+
+def say_kept(folder: str, names: list[str]) -> None:
+    """Tell the user (stderr) which of their files an --overwrite run kept."""
+    if names:
+        print(f"igmu_hf: Kept {len(names)} file(s) in {folder} that igmu_hf did not write: {shown(names)}",
+              file=sys.stderr)
 
 
 def _check_contents(claim: OutputFolder, overwrite: bool) -> None:
@@ -280,25 +305,21 @@ def _check_contents(claim: OutputFolder, overwrite: bool) -> None:
     mine = COMMAND_OUTPUTS.get(claim.command, ())
     linked = [e for e in sorted(claim.written) if (out / e).is_symlink()]
     if linked:
-        raise OutputFolderError(f"`output_dir` {out.name!r} holds a symbolic link where igmu_hf writes ({_shown(linked)}); "
-                                f"igmu_hf does not write through links: remove it and run again.")
+        raise OutputFolderError(f"`output_dir` {out.name!r} holds a symbolic link where igmu_hf writes "
+                                f"({shown(linked)}); igmu_hf does not write through links: remove it and run again.")
     if overwrite:
         colliding = [e for e in foreign + sorted(claim.kept) if any(fnmatch.fnmatch(e, p) for p in mine)]
         if colliding:
-            raise OutputFolderError(f"`output_dir` {out.name!r} holds {_shown(colliding)}, which igmu_hf did not write, "
-                                    f"where `igmu {claim.command}` writes its outputs; move them away or choose another "
-                                    f"output_dir (--overwrite replaces only igmu_hf's own files).")
-        if foreign:
-            print(f"igmu_hf: Kept {len(foreign)} file(s) in {out.name} that igmu_hf did not write: {_shown(foreign)}",
-                  file=sys.stderr)
+            raise collision_error(out.name, colliding, f"`igmu {claim.command}`")
+        say_kept(out.name, foreign)
         claim.kept |= set(foreign)
         return
     if not entries:
         return
     if foreign:
-        raise OutputFolderError(f"`output_dir` {out.name!r} holds files igmu_hf did not write ({_shown(foreign)}); "
-                                f"choose an empty folder, or pass --overwrite to write beside them (only igmu_hf's own "
-                                f"outputs are replaced).")
+        raise OutputFolderError(f"`output_dir` {out.name!r} holds files igmu_hf did not write ({shown(foreign)}); "
+                                f"choose an empty folder, or pass --overwrite to write beside them (only igmu_hf's "
+                                f"own outputs are replaced).")
     if record.get("command") not in (None, claim.command):
         raise OutputFolderError(f"`output_dir` {out.name!r} holds the output of `igmu {record['command']}`; choose "
                                 f"another folder, or pass --overwrite to replace it.")

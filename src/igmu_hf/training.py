@@ -138,7 +138,8 @@ class TrainingRun:
                  mixed_precision: str | None = None):
         from accelerate import Accelerator
 
-        warn_single_process_launch()
+        if accelerator is None:
+            warn_single_process_launch()
         self.accelerator = accelerator or Accelerator(mixed_precision=mixed_precision)
         self.run_config = run_config
         self.output_dir, self.checkpointing_steps = output_dir, checkpointing_steps

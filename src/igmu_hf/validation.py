@@ -128,6 +128,7 @@ def check_templates(config: Any) -> None:
             try:
                 template.format("concept", concept="concept")
             except (ValueError, IndexError, KeyError) as err:
-                raise ValueError(f"`{f.name}` template {template[:60]!r} does not format ({type(err).__name__}: {err}); "
+                raise ValueError(f"`{f.name}` template {template[:60]!r} does not format ({type(err).__name__}: "
+                                 f"{err}); "
                                  f"write the concept as '{{}}' (or '{{concept}}') and literal braces as '{{{{' and "
                                  f"'}}}}'.") from None

@@ -250,7 +250,8 @@ class Attack:
         with state.split_between_processes(todo_all) as mine:
             shard = out / f"outcomes.rank{state.process_index}.jsonl" if out is not None else None
             local = []
-            for i in tqdm(mine, desc=f"{self.config.attack} attack on {spec.target!r} (prompts)", disable=not progress or not state.is_local_main_process):
+            bar = f"{self.config.attack} attack on {spec.target!r} (prompts)"
+            for i in tqdm(mine, desc=bar, disable=not progress or not state.is_local_main_process):
                 outcome = self._run_one(ctx, i, prompts[i], seeds[i])
                 local.append(outcome)
                 if shard is not None:
