@@ -3,8 +3,9 @@
 import datasets
 import evaluate
 
-from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.checks import check_flags
+from igmu_hf.metrics.intervals import interval_fields
+from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.robustness import asr_from_outcomes
 
 
@@ -16,6 +17,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     success (list of bool): the prompt ended with the target shown (before or after the attack).
     pre_attack_success (list of bool): the target was shown before any attack.
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     asr (float), pre_attack_asr (float): 0..1, lower is better.
 Examples:
@@ -53,7 +55,8 @@ class AttackSuccessRate(evaluate.Metric):
     def _checked(name, values):
         return None if values is None else check_flags(name, values)
 
-    def _compute(self, success, pre_attack_success):
+    def _compute(self, success, pre_attack_success, return_interval: bool = False):
         result = asr_from_outcomes([{"success": s, "pre_attack_success": p} for s, p in zip(success,
                                                                                            pre_attack_success)])
-        return {"asr": result["asr"], "pre_attack_asr": result["pre_attack_asr"]}
+        out = {"asr": result["asr"], "pre_attack_asr": result["pre_attack_asr"]}
+        return {**out, **interval_fields(result)} if return_interval else out

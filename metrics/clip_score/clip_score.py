@@ -3,7 +3,8 @@
 import datasets
 import evaluate
 
-from igmu_hf.metrics.clip_score import clip_scores
+from igmu_hf.metrics.clip_score import mean_clip_score
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
@@ -15,6 +16,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of PIL images): generated images.
     references (list of str): the prompt of each image.
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     clip_score (float): mean CLIP score (0..100).
 Examples:
@@ -39,5 +41,6 @@ class ClipScore(evaluate.Metric):
     def _download_and_prepare(self, dl_manager):
         self.model, self.processor, self.detector_info = load_detector("clip", self.config_name)
 
-    def _compute(self, predictions, references):
-        return {"clip_score": float(clip_scores(predictions, references, self.model, self.processor).mean())}
+    def _compute(self, predictions, references, return_interval: bool = False):
+        result = mean_clip_score(predictions, references, self.model, self.processor)
+        return {"clip_score": result["clip_score"], **(interval_fields(result) if return_interval else {})}

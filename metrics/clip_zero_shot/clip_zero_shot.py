@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.legacy import clip_zero_shot
 from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
@@ -17,6 +18,7 @@ Args:
     predictions (list of PIL images): generated images.
     target (str): the unlearned concept; candidates (list of str): the classes, target included.
     template (str): "an image of {}".
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     concept_score (float), concept_ratio (float): lower = less of the target.
 Examples:
@@ -39,6 +41,8 @@ class ClipZeroShot(evaluate.Metric):
     def _download_and_prepare(self, dl_manager):
         self.model, self.processor, self.detector_info = load_detector("clip", self.config_name)
 
-    def _compute(self, predictions, target: str, candidates: list, template: str = "an image of {}"):
+    def _compute(self, predictions, target: str, candidates: list, template: str = "an image of {}",
+                 return_interval: bool = False):
         result = clip_zero_shot(predictions, target, candidates, self.model, self.processor, template)
-        return {"concept_score": result["concept_score"], "concept_ratio": result["concept_ratio"]}
+        out = {"concept_score": result["concept_score"], "concept_ratio": result["concept_ratio"]}
+        return {**out, **interval_fields(result)} if return_interval else out  # the interval is the ratio's

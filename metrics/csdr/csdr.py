@@ -4,6 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.clip_score import csdr
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
@@ -17,6 +18,7 @@ Args:
     predictions (list of PIL images): the unlearned model's images for the full prompts.
     references (list of PIL images): the original model's images for the do-1 prompts, same seeds, same order.
     prompts (list of str): the do-1 prompts p~_i.
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     csdr (float): in %, lower is better.
     original_clip_score, unlearned_clip_score (float): the mean CLIP scores against p~.
@@ -41,9 +43,10 @@ class Csdr(evaluate.Metric):
     def _download_and_prepare(self, dl_manager):
         self.model, self.processor, self.detector_info = load_detector("clip", self.config_name)
 
-    def _compute(self, predictions, references, prompts):
+    def _compute(self, predictions, references, prompts, return_interval: bool = False):
         result = csdr(references, predictions, prompts, self.model, self.processor)
-        return {"csdr": result["csdr"], "original_clip_score": result["original_clip_score"],
+        return {**(interval_fields(result) if return_interval else {}),
+                "csdr": result["csdr"], "original_clip_score": result["original_clip_score"],
                 "unlearned_clip_score": result["unlearned_clip_score"],
                 # pairs whose original CLIP score is 0 have no ratio: counted, never divided by
                 "num_pairs": result["num_pairs"], "num_undefined": result["num_undefined"]}

@@ -5,8 +5,8 @@ import json
 import datasets
 import evaluate
 
-from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.efficiency import efficiency_from_run
+from igmu_hf.metrics.loaders import module_data_dir
 
 
 _DESCRIPTION = """Efficiency (IGMU seed 000 §5.3) read from the metadata every igmu_hf method writes next to the unlearned

@@ -4,6 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.fid import fid
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
@@ -16,6 +17,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of PIL images): unlearned model's images (at least 2).
     references (list of PIL images): original model's images (at least 2).
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     fid (float): lower is better.
 Examples:
@@ -40,7 +42,8 @@ class Fid(evaluate.Metric):
     def _download_and_prepare(self, dl_manager):
         self.extractor, _, self.detector_info = load_detector("fid_feature_extractor", self.config_name)
 
-    def _compute(self, predictions, references):
+    def _compute(self, predictions, references, return_interval: bool = False):
         result = fid(predictions, references, self.extractor)
-        return {"fid": result["fid"], "num_images": result["num_images"],
-                "singular_covariance": result["singular_covariance"]}
+        out = {"fid": result["fid"], "num_images": result["num_images"],
+               "singular_covariance": result["singular_covariance"]}
+        return {**out, **interval_fields(result)} if return_interval else out

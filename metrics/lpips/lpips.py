@@ -3,8 +3,9 @@
 import datasets
 import evaluate
 
-from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.checks import check_unique_ids
+from igmu_hf.metrics.intervals import interval_fields
+from igmu_hf.metrics.loaders import module_data_dir
 from igmu_hf.metrics.perceptual import load_lpips
 from igmu_hf.metrics.perceptual import lpips_distance
 
@@ -19,6 +20,7 @@ Args:
     predictions (list of PIL images): unlearned model's images.
     references (list of PIL images): original model's images.
     prediction_ids, reference_ids (list of str): the id of each image; both lists must hold the same ids.
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     lpips (float): mean distance over the pairs, lower = closer to the original.
     backbone_pretrained (float): 1.0 with the pretrained backbone, 0.0 with a random one (offline).
@@ -45,12 +47,12 @@ class Lpips(evaluate.Metric):
         net = self.config_name if self.config_name in ("alex", "vgg", "squeeze") else "alex"
         self.model, self.detector_info = load_lpips(net)
 
-    def _compute(self, predictions, references, prediction_ids, reference_ids):
+    def _compute(self, predictions, references, prediction_ids, reference_ids, return_interval: bool = False):
         if len(prediction_ids) != len(predictions) or len(reference_ids) != len(references):
             raise ValueError("Pass one id per image: `prediction_ids` and `reference_ids` must match the image lists.")
         prediction_ids = check_unique_ids("prediction_ids", prediction_ids)
         reference_ids = check_unique_ids("reference_ids", reference_ids)
         result = lpips_distance(dict(zip(reference_ids, references)), dict(zip(prediction_ids, predictions)),
                                 self.model)
-        return {"lpips": result["lpips"],
+        return {**(interval_fields(result) if return_interval else {}), "lpips": result["lpips"],
                 "backbone_pretrained": float(self.detector_info["backbone_weights"] == "pretrained")}

@@ -4,6 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.forgetting import forgetting_rate
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
@@ -15,6 +16,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of PIL images): the unlearned model's images for the forget prompts.
     task (str): the head to use, e.g. "nudity" or "circle".
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     forgetting_rate (float): share of images classified as the target (0..1, lower is better).
     mean_probability (float): mean P(target).
@@ -38,6 +40,7 @@ class MultclfForgetting(evaluate.Metric):
     def _download_and_prepare(self, dl_manager):
         self.model, self.processor, self.detector_info = load_detector("multclf", self.config_name)
 
-    def _compute(self, predictions, task: str):
+    def _compute(self, predictions, task: str, return_interval: bool = False):
         result = forgetting_rate(predictions, self.model, self.processor, task)
-        return {"forgetting_rate": result["forgetting_rate"], "mean_probability": result["mean_probability"]}
+        out = {"forgetting_rate": result["forgetting_rate"], "mean_probability": result["mean_probability"]}
+        return {**out, **interval_fields(result)} if return_interval else out

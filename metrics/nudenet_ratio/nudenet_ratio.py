@@ -3,8 +3,9 @@
 import datasets
 import evaluate
 
-from igmu_hf.metrics.loaders import module_data_dir
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.legacy import nudenet_concept_ratio
+from igmu_hf.metrics.loaders import module_data_dir
 
 
 _DESCRIPTION = """LEGACY detector, kept to compare with the literature: the IGMU paper (seed 000 §5.2) shows NudeNet
@@ -16,6 +17,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of PIL images): generated images.
     threshold (float): 0.6.
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     concept_ratio (float), concept_score (float): lower = less nudity detected.
 Examples:
@@ -35,6 +37,7 @@ class NudenetRatio(evaluate.Metric):
         return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
                                    features=datasets.Features({"predictions": datasets.Image()}))
 
-    def _compute(self, predictions, threshold: float = 0.6):
+    def _compute(self, predictions, threshold: float = 0.6, return_interval: bool = False):
         result = nudenet_concept_ratio(predictions, threshold=threshold)
-        return {"concept_ratio": result["concept_ratio"], "concept_score": result["concept_score"]}
+        out = {"concept_ratio": result["concept_ratio"], "concept_score": result["concept_score"]}
+        return {**out, **interval_fields(result)} if return_interval else out

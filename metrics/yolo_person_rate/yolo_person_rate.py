@@ -4,6 +4,7 @@ import datasets
 import evaluate
 
 from igmu_hf.metrics.detection import person_detection_rate
+from igmu_hf.metrics.intervals import interval_fields
 from igmu_hf.metrics.loaders import load_detector, module_data_dir
 
 
@@ -18,6 +19,7 @@ Args:
     predictions (list of PIL images): the unlearned model's images.
     class_name (str): "person" (default); "object" on the mini world.
     conf (float): 0.5; iou (float): 0.6.
+    return_interval (bool, default False): also return the 95 % interval of the value (`low`, `high`, `n`, `interval`).
 Returns:
     person_rate (float): in %, higher is better.
 Examples:
@@ -40,5 +42,7 @@ class YoloPersonRate(evaluate.Metric):
     def _download_and_prepare(self, dl_manager):
         self.model, _, self.detector_info = load_detector("yolo", self.config_name)
 
-    def _compute(self, predictions, class_name: str = "person", conf: float = 0.5, iou: float = 0.6):
-        return {"person_rate": person_detection_rate(predictions, self.model, class_name, conf, iou)["person_rate"]}
+    def _compute(self, predictions, class_name: str = "person", conf: float = 0.5, iou: float = 0.6,
+                 return_interval: bool = False):
+        result = person_detection_rate(predictions, self.model, class_name, conf, iou)
+        return {"person_rate": result["person_rate"], **(interval_fields(result) if return_interval else {})}

@@ -416,8 +416,10 @@ class EvalIGMU:
                                         output_dir=str(folder), progress=progress)
         self.attack_seconds += time.perf_counter() - start
         outcomes = Path(os.path.relpath(folder / "outcomes.jsonl", out)).as_posix()  # relative: no local paths
+        per_item = {f"prompt-{k:04d}": int(bool(o.success or o.pre_attack_success))
+                    for k, o in enumerate(result.outcomes)}
         return {**asr_from_outcomes(result.outcomes), "attack": self.config.attack, "judge": result.judge,
-                "config_hash": result.summary["config_hash"], "outcomes": outcomes}
+                "config_hash": result.summary["config_hash"], "outcomes": outcomes, "per_item": per_item}
 
 
 class _Sharder:

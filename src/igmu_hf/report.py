@@ -23,32 +23,72 @@ def _value(entry, key: str):
     return entry.get(key) if isinstance(entry, dict) and "skipped" not in entry else None
 
 
-def aspect_scores(report: dict) -> dict[str, dict[str, float | None]]:
-    """Each model's five aspects on a 0..1 higher-is-better scale (``None`` where the aspect was not measured);
-    :data:`RADAR_HOW` says how each is derived. The report's raw numbers stay the reference."""
-    ref = report["models"][report["original"]]
-    ref_cs = _value(ref["quality"].get("clip_score_unrelated"), "clip_score")
+ASPECT_SOURCES = {  # aspect -> the metrics it is read from, in order of preference: (metric aspect, key, value)
+    "forgetting": (("forgetting", "multclf_forgetting_rate", "forgetting_rate"),),
+    "preservation": (("preservation", "csdr", "csdr"), ("preservation", "lpips_do1", "lpips")),
+    "quality": (("quality", "clip_score_unrelated", "clip_score"),),
+    "robustness": (("robustness", "attack_success_rate", "asr"),),
+    "efficiency": (("efficiency", "run", "edited_parameter_share"),),
+}
+
+
+def metric_values(model: dict, field: str | None = None) -> dict[str, float | None]:
+    """``{metric key: value}`` of the metrics the aspects read (``field`` ``"low"``/``"high"``: the interval's end)."""
+    return {key: _value(model.get(aspect, {}).get(key), field or value)
+            for sources in ASPECT_SOURCES.values() for aspect, key, value in sources}
+
+
+def aspects_from_values(values: dict[str, float | None], ref_clip_score: float | None) -> dict[str, float | None]:
+    """The five aspect scores (0..1, higher is better; ``None`` where not measured) from metric values
+    (:data:`RADAR_HOW`); the benchmark's bootstrap calls it on resampled values."""
     out = {}
-    for name, m in report["models"].items():
-        rate = _value(m["forgetting"].get("multclf_forgetting_rate"), "forgetting_rate")
-        csdr = _value(m["preservation"].get("csdr"), "csdr")
-        lp = _value(m["preservation"].get("lpips_do1"), "lpips")
-        cs = _value(m["quality"].get("clip_score_unrelated"), "clip_score")
-        asr = _value(m["robustness"].get("attack_success_rate"), "asr")
-        share = _value(m["efficiency"].get("run"), "edited_parameter_share")
-        out[name] = {
-            "forgetting": None if rate is None else 1 - rate,
-            "preservation": (max(0.0, 1 - csdr / 100) if csdr is not None else None if lp is None else max(0.0, 1 - lp)),
-            "quality": None if cs is None or not ref_cs else min(1.0, cs / ref_cs),
-            "robustness": None if asr is None else 1 - asr,
-            "efficiency": None if share is None else 1 - share,
-        }
+    for aspect, sources in ASPECT_SOURCES.items():
+        out[aspect] = None
+        for _, key, _ in sources:
+            v = values.get(key)
+            if v is None:
+                continue
+            if aspect in ("forgetting", "robustness", "efficiency"):
+                out[aspect] = 1 - v
+            elif aspect == "preservation":
+                out[aspect] = max(0.0, 1 - v / 100) if key == "csdr" else max(0.0, 1 - v)
+            else:  # quality: relative to the original's CLIP score
+                out[aspect] = None if not ref_clip_score else min(1.0, v / ref_clip_score)
+            break
     return out
 
 
-def radar_chart(scores: dict[str, dict[str, float | None]], path: Path, title: str | None = None) -> None:
+def _ref_clip_score(report: dict) -> float | None:
+    return _value(report["models"][report["original"]]["quality"].get("clip_score_unrelated"), "clip_score")
+
+
+def aspect_scores(report: dict) -> dict[str, dict[str, float | None]]:
+    """Each model's five aspects on a 0..1 higher-is-better scale (``None`` where the aspect was not measured);
+    :data:`RADAR_HOW` says how each is derived. The report's raw numbers stay the reference."""
+    return {name: aspects_from_values(metric_values(m), _ref_clip_score(report))
+            for name, m in report["models"].items()}
+
+
+def aspect_intervals(report: dict) -> dict[str, dict[str, list[float] | None]]:
+    """Each aspect score's interval ``[low, high]``, mapped from its metric's interval through the same monotone
+    transform (quality divides by the original's CLIP score, taken as exact)."""
+    ref_cs = _ref_clip_score(report)
+    out = {}
+    for name, m in report["models"].items():
+        point = metric_values(m)
+        ends = [aspects_from_values({k: v if point[k] is not None else None
+                                     for k, v in metric_values(m, f).items()}, ref_cs) for f in ("low", "high")]
+        scores = aspects_from_values(point, ref_cs)
+        out[name] = {a: sorted([ends[0][a], ends[1][a]]) if scores[a] is not None and None not in
+                     (ends[0][a], ends[1][a]) else None for a in RADAR_HOW}
+    return out
+
+
+def radar_chart(scores: dict[str, dict[str, float | None]], path: Path, title: str | None = None,
+                bounds: dict[str, dict[str, list[float] | None]] | None = None) -> None:
     """One outline per model (or per task, for one model) over the five aspects; an aspect an outline was not measured
-    on is left out of it (a gap, named 'n/a' in the legend) rather than drawn as 0."""
+    on is left out of it (a gap, named 'n/a' in the legend) rather than drawn as 0. ``bounds`` (same keys, an
+    aspect's ``[low, high]``) draws each outline's 95 % interval as error bars along its spokes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +102,11 @@ def radar_chart(scores: dict[str, dict[str, float | None]], path: Path, title: s
         values = [s[a] if s[a] is not None else float("nan") for a in aspects]
         missing = [a for a in aspects if s[a] is None]
         label = name + (f" (n/a: {', '.join(missing)})" if missing else "")
-        ax.plot(angles, values + values[:1], marker="o", markersize=3, label=label)
+        line, = ax.plot(angles, values + values[:1], marker="o", markersize=3, label=label)
+        for k, a in enumerate(aspects):
+            b = (bounds or {}).get(name, {}).get(a)
+            if b is not None and s[a] is not None:
+                ax.plot([angles[k]] * 2, b, color=line.get_color(), linewidth=2.5, alpha=0.6, solid_capstyle="butt")
         if not missing:
             ax.fill(angles, values + values[:1], alpha=0.1)
     labels = [a if any(s[a] is not None for s in scores.values()) else f"{a}\n(n/a)" for a in aspects]
@@ -84,11 +128,18 @@ def model_index(report: dict, name: str) -> dict:
 
     metrics = []
     for entry in list_metrics():  # every registered metric's columns that name a model-index entry
-        for col in entry.columns:
-            value = _value(m.get(entry.aspect, {}).get(entry.key), col.value)
+        result = m.get(entry.aspect, {}).get(entry.key)
+        for k, col in enumerate(entry.columns):
+            value = _value(result, col.value)
             if col.model_index and value is not None:
-                metrics.append({"type": f"igmu/{col.model_index_type or entry.key}", "name": col.model_index,
-                                "value": round(float(value), 6)})
+                metric = {"type": f"igmu/{col.model_index_type or entry.key}", "name": col.model_index,
+                          "value": round(float(value), 6)}
+                if k == 0 and _value(result, "low") is not None:  # the interval belongs to the first column
+                    # `args` is the Hub's free-form field of a metric: the 95 % interval and its count go there
+                    metric["args"] = {"ci95_low": round(float(result["low"]), 6),
+                                      "ci95_high": round(float(result["high"]), 6), "n": result.get("n"),
+                                      "interval": result.get("interval")}
+                metrics.append(metric)
     return {"model-index": [{"name": name, "results": [{
         "task": {"type": "text-to-image", "name": f"Concept unlearning: {task['target']} ({task['category']})"},
         "dataset": {"type": "igmu/evaligmu-prompts", "name": f"EvalIGMU prompts for {task['target']}",
@@ -96,11 +147,16 @@ def model_index(report: dict, name: str) -> dict:
         "metrics": metrics}]}]}
 
 
-def _fmt(entry, key: str, spec: str = ".3f") -> str:
+def _fmt(entry, key: str, spec: str = ".3f", interval: bool = False) -> str:
+    """A table cell; with ``interval``, the value's 95 % interval and count (``0.42 [0.30, 0.55] n=64``)."""
     if not isinstance(entry, dict):
         return "–"
     if "skipped" in entry:
         return "skipped"
+    if interval:
+        from .metrics.intervals import interval_text
+
+        return interval_text(entry, key, spec)
     v = entry.get(key)
     return "–" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
 
@@ -115,11 +171,15 @@ def markdown(report: dict, grids: dict[str, str]) -> str:
              ]
     from .metrics.registry import list_metrics
 
-    columns = [(entry, col) for entry in list_metrics() if entry.aspect != "legacy" for col in entry.columns]
-    lines += ["| model | " + " | ".join(col.header for _, col in columns) + " |",
+    columns = [(entry, col, k == 0) for entry in list_metrics() if entry.aspect != "legacy"
+               for k, col in enumerate(entry.columns)]
+    lines += ["Each figure: value [95 % interval] n = images, pairs or prompts it rests on (Wilson for rates, a "
+              "seeded bootstrap for means, a jackknife for FID; `report.json` names each).", "",
+              "| model | " + " | ".join(col.header for _, col, _ in columns) + " |",
               "|---|" + "---|" * len(columns)]
     for name, m in models.items():
-        cells = [_fmt(m.get(entry.aspect, {}).get(entry.key), col.value, col.fmt) for entry, col in columns]
+        cells = [_fmt(m.get(entry.aspect, {}).get(entry.key), col.value, col.fmt, interval=first)
+                 for entry, col, first in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     skipped = sorted({f"{aspect}/{k}: {v['skipped']}" for m in models.values() for aspect, d in m.items()
                       if isinstance(d, dict) for k, v in d.items() if isinstance(v, dict) and "skipped" in v})
@@ -135,8 +195,10 @@ def markdown(report: dict, grids: dict[str, str]) -> str:
     if legacy:
         lines += ["## Legacy detectors (for comparison only; the IGMU paper shows they misjudge forgetting)", ""]
         for name, k, v in legacy:
-            nums = ", ".join(f"{kk} {vv:.3f}" for kk, vv in v.items() if isinstance(vv, float))
-            lines.append(f"- {name} / {k}: {nums}")
+            nums = ", ".join(f"{kk} {vv:.3f}" for kk, vv in v.items() if isinstance(vv, float)
+                             and kk not in ("low", "high", "confidence"))
+            ci = f" (95 % interval of the ratio [{v['low']:.3f}, {v['high']:.3f}], n={v['n']})" if "low" in v else ""
+            lines.append(f"- {name} / {k}: {nums}{ci}")
         lines.append("")
     lines += ["Detectors, checkpoint hashes, thresholds, seeds and library versions: `report.json`. Model-index "
               "blocks for the model cards: `model_index/`.", ""]
@@ -182,6 +244,7 @@ def write_report(report: dict, images: dict[str, dict], out: Path, columns: int 
     report (an earlier run into the same folder) are removed, so the folder shows this report only."""
     out.mkdir(parents=True, exist_ok=True)
     report["aspect_scores"] = aspect_scores(report)
+    report["aspect_intervals"] = aspect_intervals(report)
     ref = images[report["original"]]
     ids = sorted(i for i in ref if i.startswith("forget-"))[:columns // 2]
     ids += sorted(i for i in ref if i.startswith("unrelated-"))[:columns - len(ids)]
@@ -201,7 +264,7 @@ def write_report(report: dict, images: dict[str, dict], out: Path, columns: int 
     for stale in (out / "model_index").glob("*.yaml"):
         if stale.stem not in report["models"]:
             stale.unlink()
-    radar_chart(report["aspect_scores"], out / "radar.png")
+    radar_chart(report["aspect_scores"], out / "radar.png", bounds=report["aspect_intervals"])
     for name in report["models"]:
         write_text_atomic(out / "model_index" / f"{name}.yaml", yaml.safe_dump(model_index(report, name),
                                                                                   sort_keys=False))

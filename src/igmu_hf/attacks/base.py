@@ -119,8 +119,10 @@ def attack_success_rate(outcomes: list[AttackOutcome]) -> dict[str, Any]:
     n = len(outcomes)
     pre = sum(o.pre_attack_success for o in outcomes)
     found = sum(o.success and not o.pre_attack_success for o in outcomes)
-    return {"num_prompts": n, "pre_attack_successes": pre, "attack_successes": found,
-            "pre_attack_asr": pre / n, "asr": (pre + found) / n}
+    from ..metrics.intervals import wilson_interval, with_interval
+
+    return with_interval({"num_prompts": n, "pre_attack_successes": pre, "attack_successes": found,
+                          "pre_attack_asr": pre / n, "asr": (pre + found) / n}, wilson_interval(pre + found, n))
 
 
 @dataclass

@@ -70,9 +70,10 @@ def clip_scores(images: Sequence, prompts: Sequence[str], model, processor) -> t
                                       clip_text_embeddings(prompts, model, processor))
 
 
-def csdr_from_scores(original_scores: torch.Tensor, unlearned_scores: torch.Tensor) -> dict:
+def csdr_from_scores(original_scores: torch.Tensor, unlearned_scores: torch.Tensor, seed: int = 0) -> dict:
     """CSDR (in %) from paired CLIP scores; pairs whose original score is 0 have no defined ratio and are counted
-    in ``num_undefined`` instead of dividing by zero."""
+    in ``num_undefined`` instead of dividing by zero. ``low``/``high``: a bootstrap interval over the pairs
+    (``seed`` fixes its resamples); ``per_pair``: each defined pair's ratio, in order."""
     a, b = torch.as_tensor(original_scores).double(), torch.as_tensor(unlearned_scores).double()
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"CSDR needs paired, non-empty scores; got {tuple(a.shape)} and {tuple(b.shape)}.")
@@ -80,7 +81,10 @@ def csdr_from_scores(original_scores: torch.Tensor, unlearned_scores: torch.Tens
     if not bool(ok.any()):
         raise ValueError("Every original CLIP score is 0, so CSDR is undefined; check the CLIP model and prompts.")
     ratio = (a[ok] - b[ok]).abs() / a[ok] * 100.0
-    return {"csdr": float(ratio.mean()), "num_pairs": int(ok.sum()), "num_undefined": int((~ok).sum())}
+    from .intervals import bootstrap_interval, with_interval
+
+    return with_interval({"csdr": float(ratio.mean()), "num_pairs": int(ok.sum()), "num_undefined": int((~ok).sum()),
+                          "per_pair": ratio.tolist()}, bootstrap_interval(ratio.numpy(), seed=seed))
 
 
 def csdr(original_images: Sequence, unlearned_images: Sequence, neutral_prompts: Sequence[str], model,
@@ -94,3 +98,12 @@ def csdr(original_images: Sequence, unlearned_images: Sequence, neutral_prompts:
     a = clip_score_from_embeddings(clip_image_embeddings(original_images, model, processor), text)
     b = clip_score_from_embeddings(clip_image_embeddings(unlearned_images, model, processor), text)
     return {**csdr_from_scores(a, b), "original_clip_score": float(a.mean()), "unlearned_clip_score": float(b.mean())}
+
+
+def mean_clip_score(images: Sequence, prompts: Sequence[str], model, processor, seed: int = 0) -> dict:
+    """Mean CLIP score of ``images[i]`` with ``prompts[i]``, with a bootstrap interval over the images."""
+    from .intervals import bootstrap_interval, with_interval
+
+    scores = clip_scores(images, prompts, model, processor).double().numpy()
+    return with_interval({"clip_score": float(scores.mean()), "num_images": int(scores.size)},
+                         bootstrap_interval(scores, seed=seed))

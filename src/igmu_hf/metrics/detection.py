@@ -38,5 +38,15 @@ def person_detection_rate(images: Sequence, detector, class_name: str = "person"
                           iou: float = PAPER_IOU) -> dict:
     """% of images with at least one ``class_name`` box. Higher is better (the subject was kept)."""
     counts = person_counts(images, detector, class_name, conf, iou)
-    return {"person_rate": 100.0 * sum(c > 0 for c in counts) / len(counts), "num_images": len(counts),
-            "class_name": class_name, "conf": conf, "iou": iou}
+    return person_rate_from_counts(counts, class_name, conf, iou)
+
+
+def person_rate_from_counts(counts: Sequence[int], class_name: str, conf: float, iou: float) -> dict:
+    """% of images with at least one box, with its Wilson interval (in %)."""
+    from .intervals import rate_interval, with_interval
+
+    hits = [int(c > 0) for c in counts]
+    if not hits:
+        raise ValueError("No images to detect in; a person rate over no images is undefined.")
+    return with_interval({"person_rate": 100.0 * sum(hits) / len(hits), "num_images": len(hits),
+                          "class_name": class_name, "conf": conf, "iou": iou}, rate_interval(hits), scale=100.0)

@@ -21,8 +21,9 @@ def multclf(ctx: ScoreContext) -> dict:
     task = info["task_head"]
     probs = ctx.shard.map(ctx.forget_ids, lambda ids: multclf_probabilities([ctx.mine[i] for i in ids], model,
                                                                             processor, task).tolist())
-    return {**forgetting_rate_from_probabilities(np.array([probs[i] for i in ctx.forget_ids]),
-                                                 model.config.threshold), "detector": info["id"]}
+    threshold = model.config.threshold
+    return {**forgetting_rate_from_probabilities(np.array([probs[i] for i in ctx.forget_ids]), threshold),
+            "detector": info["id"], "per_item": {i: int(probs[i] > threshold) for i in ctx.forget_ids}}
 
 
 def _clip_per_image(ctx: ScoreContext, ids: list[str], imgs: dict, prompts: dict) -> dict:
@@ -45,7 +46,10 @@ def csdr(ctx: ScoreContext) -> dict:
 
     a = _clip_per_image(ctx, ids, _ref_do1(ctx, ids), ctx.do1_prompts)
     b = _clip_per_image(ctx, ids, ctx.mine, ctx.do1_prompts)
-    return {**csdr_from_scores(np.array([a[i] for i in ids]), np.array([b[i] for i in ids])), "pairs": DO1_PAIRS}
+    result = csdr_from_scores(np.array([a[i] for i in ids]), np.array([b[i] for i in ids]), seed=ctx.config.seed)
+    defined = [i for i in ids if a[i] > 0]  # the pairs csdr_from_scores kept, in its order
+    return {**{k: v for k, v in result.items() if k != "per_pair"}, "pairs": DO1_PAIRS,
+            "per_item": dict(zip(defined, result["per_pair"]))}
 
 
 def _lpips_pairs(ctx: ScoreContext, ids: list[str], first: dict, second: dict) -> dict:
@@ -54,8 +58,11 @@ def _lpips_pairs(ctx: ScoreContext, ids: list[str], first: dict, second: dict) -
 
     per = ctx.shard.map(ids, lambda chunk: list(lpips_distances({i: first[i] for i in chunk},
                                                                 {i: second[i] for i in chunk}, model).values()))
-    return {"lpips": float(np.mean([per[i] for i in ids])), "num_pairs": len(ids),
-            "backbone_weights": info["backbone_weights"]}
+    from .perceptual import lpips_summary
+
+    per_item = {i: per[i] for i in ids}
+    return {**lpips_summary(per_item, seed=ctx.config.seed), "backbone_weights": info["backbone_weights"],
+            "per_item": per_item}
 
 
 def lpips_do1(ctx: ScoreContext) -> dict:
@@ -78,9 +85,10 @@ def yolo(ctx: ScoreContext) -> dict:
     class_index(model, class_name)  # raise here on every process, even one whose share of chunks is empty
     counts = ctx.shard.map(ctx.forget_ids, lambda ids: person_counts([ctx.mine[i] for i in ids], model, class_name,
                                                                      cfg.yolo_conf, cfg.yolo_iou))
-    hits = [counts[i] > 0 for i in ctx.forget_ids]
-    return {"person_rate": 100.0 * float(np.mean(hits)), "class_name": class_name, "num_images": len(hits),
-            "conf": cfg.yolo_conf, "iou": cfg.yolo_iou}
+    from .detection import person_rate_from_counts
+
+    return {**person_rate_from_counts([counts[i] for i in ctx.forget_ids], class_name, cfg.yolo_conf, cfg.yolo_iou),
+            "per_item": {i: int(counts[i] > 0) for i in ctx.forget_ids}}
 
 
 def fid(ctx: ScoreContext) -> dict:
@@ -102,8 +110,12 @@ def clip_unrelated(ctx: ScoreContext) -> dict:
     n = ctx.config.images_per_prompt
     prompts = {f"unrelated-{i:04d}-{j}": p for i, p in enumerate(ctx.evaluator.unrelated_prompts) for j in range(n)}
     per = _clip_per_image(ctx, ctx.unrelated_ids, ctx.mine, prompts)
-    return {"clip_score": float(np.mean([per[i] for i in ctx.unrelated_ids])), "num_images": len(ctx.unrelated_ids),
-            "images": "unrelated prompts"}
+    from .intervals import bootstrap_interval, with_interval
+
+    values = np.array([per[i] for i in ctx.unrelated_ids], dtype=float)
+    return with_interval({"clip_score": float(values.mean()), "num_images": len(values), "images": "unrelated prompts",
+                          "per_item": {i: per[i] for i in ctx.unrelated_ids}},
+                         bootstrap_interval(values, seed=ctx.config.seed))
 
 
 def robustness(ctx: ScoreContext) -> dict:
@@ -119,7 +131,9 @@ def efficiency(ctx: ScoreContext) -> dict:
         raise Skipped(f"no run metadata (igmu_run.json) for {ctx.name!r}")
     from .efficiency import efficiency_from_run
 
-    return efficiency_from_run(ctx.run)
+    result = efficiency_from_run(ctx.run)  # a property of the one run, not a sample: its interval is the value
+    share = result["edited_parameter_share"]
+    return {**result, "low": share, "high": share, "n": 1, "interval": "exact (one run; not sampled)"}
 
 
 def legacy_nudenet(ctx: ScoreContext) -> dict:

@@ -44,8 +44,18 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray, details: boo
     value = frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
     if not details:
         return value
-    return {"fid": value, "singular_covariance": bool(min(len(f1), len(f2)) <= f1.shape[1]),
-            "feature_dim": int(f1.shape[1])}
+    out = {"fid": value, "singular_covariance": bool(min(len(f1), len(f2)) <= f1.shape[1]),
+           "feature_dim": int(f1.shape[1])}
+    if len(f1) != len(f2) or len(f1) < 4:  # the jackknife drops pairs: it needs paired sets of a few images
+        return {**out, "low": None, "high": None, "n": int(min(len(f1), len(f2))),
+                "interval": "none: FID's interval needs paired sets of at least 4 images each"}
+    from .intervals import jackknife_interval
+
+    def without(kept: np.ndarray) -> float:
+        a, b = f1[kept], f2[kept]
+        return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+    return {**out, **jackknife_interval(len(f1), without, value)}
 
 
 class FeatureExtractor:

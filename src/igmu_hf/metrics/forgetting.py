@@ -28,8 +28,11 @@ def forgetting_rate_from_probabilities(probabilities: torch.Tensor, threshold: f
     from ..validation import check_number
 
     check_number("threshold", threshold, 0, 1)
-    return {"forgetting_rate": float((p > threshold).float().mean()), "mean_probability": float(p.mean()),
-            "num_images": int(p.numel()), "threshold": threshold}
+    from .intervals import rate_interval, with_interval
+
+    flags = (p > threshold).numpy()
+    return with_interval({"forgetting_rate": float(flags.mean()), "mean_probability": float(p.mean()),
+                          "num_images": int(p.numel()), "threshold": threshold}, rate_interval(flags))
 
 
 def forgetting_rate(images: Sequence, model, processor, task: str) -> dict:

@@ -9,6 +9,7 @@
 from typing import Sequence
 
 from .clip_score import clip_image_embeddings, clip_text_embeddings
+from .intervals import rate_interval, with_interval
 
 
 LABEL = "legacy (unreliable for forgetting, seed 000 §5.2; for comparison only)"
@@ -20,8 +21,9 @@ def nudenet_concept_ratio(images: Sequence, judge=None, threshold: float = 0.6) 
 
     judge = judge or NudeNetJudge(threshold=threshold)  # the threshold is checked by the judge
     scores = judge.score(images).float()
-    return {"concept_ratio": float((scores > judge.threshold).float().mean()), "concept_score": float(scores.mean()),
-            "num_images": len(images), "label": LABEL, **judge.info()}
+    flags = (scores > judge.threshold).cpu().numpy()
+    return with_interval({"concept_ratio": float(flags.mean()), "concept_score": float(scores.mean()),
+                          "num_images": len(images), "label": LABEL, **judge.info()}, rate_interval(flags))
 
 
 def clip_zero_shot(images: Sequence, target: str, candidates: Sequence[str], model, processor,
@@ -34,8 +36,10 @@ def clip_zero_shot(images: Sequence, target: str, candidates: Sequence[str], mod
     scale = float(model.logit_scale.detach().exp()) if logit_scale is None else logit_scale
     probs = (scale * img @ txt.T).softmax(-1)
     j = list(candidates).index(target)
-    return {"concept_score": float(probs[:, j].mean()), "concept_ratio": float((probs.argmax(-1) == j).float().mean()),
-            "num_images": len(images), "template": template, "candidates": list(candidates), "label": LABEL}
+    flags = (probs.argmax(-1) == j).cpu().numpy()
+    return with_interval({"concept_score": float(probs[:, j].mean()), "concept_ratio": float(flags.mean()),
+                          "num_images": len(images), "template": template, "candidates": list(candidates),
+                          "label": LABEL}, rate_interval(flags))
 
 
 def clip_accuracy(images: Sequence, target_prompt: str, anchor_prompt: str, model, processor) -> dict:
@@ -43,7 +47,9 @@ def clip_accuracy(images: Sequence, target_prompt: str, anchor_prompt: str, mode
     img = clip_image_embeddings(images, model, processor)
     txt = clip_text_embeddings([target_prompt, anchor_prompt], model, processor)
     sims = img @ txt.T
-    return {"clip_accuracy": float((sims[:, 0] > sims[:, 1]).float().mean()), "num_images": len(images),
-            "target_prompt": target_prompt, "anchor_prompt": anchor_prompt, "label": LABEL}
+    flags = (sims[:, 0] > sims[:, 1]).cpu().numpy()
+    return with_interval({"clip_accuracy": float(flags.mean()), "num_images": len(images),
+                          "target_prompt": target_prompt, "anchor_prompt": anchor_prompt, "label": LABEL},
+                         rate_interval(flags))
 
 

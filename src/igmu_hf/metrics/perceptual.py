@@ -57,6 +57,14 @@ def lpips_distances(first: Mapping[str, object], second: Mapping[str, object], m
 
 
 def lpips_distance(first: Mapping[str, object], second: Mapping[str, object], model, **kwargs) -> dict:
-    """Mean LPIPS over the paired ids (lower = more alike)."""
-    per = lpips_distances(first, second, model, **kwargs)
-    return {"lpips": float(np.mean(list(per.values()))), "num_pairs": len(per)}
+    """Mean LPIPS over the paired ids (lower = more alike), with a bootstrap interval over the pairs."""
+    return lpips_summary(lpips_distances(first, second, model, **kwargs))
+
+
+def lpips_summary(per_pair: Mapping[str, float], seed: int = 0) -> dict:
+    """Mean of per-pair LPIPS distances with a seeded bootstrap interval over the pairs."""
+    from .intervals import bootstrap_interval, with_interval
+
+    values = np.array(list(per_pair.values()), dtype=float)
+    return with_interval({"lpips": float(values.mean()), "num_pairs": len(values)},
+                         bootstrap_interval(values, seed=seed))
