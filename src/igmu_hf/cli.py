@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 from .api import read_prompts, run_attack, run_evaluate, run_unlearn, summary_lines  # noqa: F401  (re-exported)
-from .errors import check_hub_id, json_arg, run_command
+from .errors import check_hub_id, json_arg, parse_seeds, run_command
 
 
 logger = logging.getLogger("igmu_hf")
@@ -160,9 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'preset' (each method at its world preset) or 'fast' (about 4x fewer training steps, 4 "
                         "prompts: the mini matrix on 2 CPU cores).")
     p.add_argument("--num_prompts", type=int, default=None, help="Prompts per set (default: the budget's).")
-    p.add_argument("--images_per_prompt", type=int, default=1, help="Images per prompt (paired seeds).")
-    p.add_argument("--seed", type=int, default=0, help="Seed of every method and of generation.")
+    p.add_argument("--images_per_prompt", type=int, default=None,
+                   help="Images per prompt, paired seeds (default: the budget's).")
+    p.add_argument("--seed", type=int, default=0, help="Generation seed, and the training seed without --seeds.")
+    p.add_argument("--seeds", type=str, default=None,
+                   help="Training seeds, e.g. 0,1,2: each method unlearns once per seed; the figures pool the seeds "
+                        "and show each one's.")
+    p.add_argument("--bootstrap_resamples", type=int, default=1000,
+                   help="Bootstrap resamples behind the verdicts' confidence (front, balanced, rank).")
     p.add_argument("--attack", type=str, default=None, help="Attack for robustness, e.g. 'unlearndiffatk'.")
+    p.add_argument("--attack_num_prompts", type=int, default=None,
+                   help="Forget prompts the attack runs on (default: the budget's).")
     p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
     p.add_argument("--method_kwargs", type=str, default="{}",
                    help='JSON {method: {field: value}} over the budget, e.g. \'{"esd": {"iterations": 200}}\'.')
@@ -275,7 +283,8 @@ def cmd_benchmark(args) -> int:
               "images_per_prompt": args.images_per_prompt, "seed": args.seed, "attack": args.attack,
               "attack_kwargs": json_arg("--attack_kwargs", args.attack_kwargs),
               "method_kwargs": json_arg("--method_kwargs", args.method_kwargs), "metrics": args.metrics or [],
-              "balanced_threshold": args.balanced_threshold}
+              "balanced_threshold": args.balanced_threshold, "attack_num_prompts": args.attack_num_prompts,
+              "seeds": parse_seeds(args.seeds), "bootstrap_resamples": args.bootstrap_resamples}
     if args.tasks:
         kwargs["tasks"] = args.tasks
     summary = run_benchmark(args.output_dir, redo=args.redo, overwrite=args.overwrite, **kwargs)

@@ -65,6 +65,19 @@ def json_arg(flag: str, text: str) -> dict[str, Any]:
     return value
 
 
+def parse_seeds(text: str | None, flag: str = "--seeds") -> list[int] | None:
+    """``--seeds 0,1,2`` as a list of distinct whole numbers (``None`` when not given), or an error naming the flag."""
+    if text is None:
+        return None
+    parts = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not parts or not all(x.isdigit() for x in parts):
+        raise ValueError(f"{flag} takes comma-separated whole numbers such as 0,1,2; got {text!r}.")
+    seeds = [int(x) for x in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{flag} names a seed twice: {text!r}.")
+    return seeds
+
+
 def check_hub_id(flag: str, repo_id: str | None) -> str:
     """A Hub repo id ``org/name`` (checked before any work)."""
     import re

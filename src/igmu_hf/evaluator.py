@@ -71,6 +71,9 @@ class EvalIGMUConfig(ConfigBase):
     attack: str | None = field(default=None, metadata={"help": "Attack for the robustness aspect, e.g. "
                                "'unlearndiffatk' (None: robustness is skipped)."})
     attack_kwargs: dict = field(default_factory=dict)
+    attack_num_prompts: int | None = field(default=None, metadata={"help": "Attack the first N forget prompts only "
+                                           "(each attacked prompt is an optimisation; None: every forget prompt). "
+                                           "The ASR's interval says how many it rests on."})
     domain: str | None = field(default=None, metadata={"help": "Concept world of the models ('mini', 'real'): its "
                                "prompt sets, detectors and sampling settings; None: the world that owns the task."})
 
@@ -98,6 +101,10 @@ class EvalIGMUConfig(ConfigBase):
                                  f"asr to --metrics or drop --attack.")
         elif self.attack_kwargs:
             raise ValueError("`attack_kwargs` given without `attack`; pass --attack NAME or drop --attack_kwargs.")
+        if self.attack_num_prompts is not None:
+            from .validation import check_number
+
+            check_number("attack_num_prompts", self.attack_num_prompts, 1, MAX_IMAGES, integer=True)
 
 
 # the detectors a user can name (loader key -> config field), and what each must be
@@ -412,7 +419,8 @@ class EvalIGMU:
         folder = self._model_dirs[name] / "attack" if name in self._model_dirs else out / "attacks" / name
         start = time.perf_counter()
         result = attack_cls(config).run(pipelines[name], self.domain.judge(self.spec.target), self.spec.target,
-                                        prompts=self.forget_prompts, original=pipelines[original],
+                                        prompts=self.forget_prompts[:self.config.attack_num_prompts],
+                                        original=pipelines[original],
                                         output_dir=str(folder), progress=progress)
         self.attack_seconds += time.perf_counter() - start
         outcomes = Path(os.path.relpath(folder / "outcomes.jsonl", out)).as_posix()  # relative: no local paths

@@ -43,7 +43,7 @@ COMMAND_OUTPUTS: dict[str, tuple[str, ...]] = {
     "demo": ("task.json", "model", "images", "attacks", "model_index", "report.json", "report.md", "radar.png",
              "grid_*.png"),
     "benchmark": ("benchmark.json", "cells", "shared", "report.json", "report.md", "index.html", "leaderboard_*.md",
-                  "radar_*.png", "grid_*.png"),
+                  "radar_*.png", "grid_*.png", "errorbars_*.png"),
 }
 _HELD: dict[Path, "OutputFolder"] = {}  # folders this process holds (a demo's evaluate runs inside its claim)
 

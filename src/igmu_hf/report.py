@@ -105,8 +105,9 @@ def radar_chart(scores: dict[str, dict[str, float | None]], path: Path, title: s
         line, = ax.plot(angles, values + values[:1], marker="o", markersize=3, label=label)
         for k, a in enumerate(aspects):
             b = (bounds or {}).get(name, {}).get(a)
-            if b is not None and s[a] is not None:
-                ax.plot([angles[k]] * 2, b, color=line.get_color(), linewidth=2.5, alpha=0.6, solid_capstyle="butt")
+            if b is not None and s[a] is not None:  # the interval as a radial error bar on the spoke
+                ax.errorbar([angles[k]], [s[a]], yerr=[[max(0.0, s[a] - b[0])], [max(0.0, b[1] - s[a])]],
+                            color=line.get_color(), capsize=4, elinewidth=1.5, fmt="none")
         if not missing:
             ax.fill(angles, values + values[:1], alpha=0.1)
     labels = [a if any(s[a] is not None for s in scores.values()) else f"{a}\n(n/a)" for a in aspects]
