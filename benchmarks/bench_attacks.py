@@ -60,4 +60,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("attacks", "Attacks on the mini world: ASR, UNet passes and time per attacked prompt", main)

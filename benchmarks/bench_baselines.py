@@ -102,4 +102,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("baselines_cost", "Baselines: time per step, peak memory and edited share", main)

@@ -52,11 +52,13 @@ def main():
         print(json.dumps(results[-1]))
     same = all(pq.read_table(a).equals(pq.read_table(work / "p2" / "dataigm" / a.relative_to(work / "p1" / "dataigm")))
                for a in sorted((work / "p1" / "dataigm" / "data").rglob("*.parquet")))
-    print(f"| processes | SD-GEN images | seconds | images/s |\n|---|---|---|---|")
+    print("| processes | SD-GEN images | seconds | images/s |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['processes']} | {r['images_generated']} | {r['sd_gen_seconds']:.1f} | {r['images_per_second']:.1f} |")
     print(f"1- and 2-process builds wrote identical rows: {same}")
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("dataigm_build", "DataIGM SD-GEN build speed", main)

@@ -76,4 +76,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("detector_reliability", "Detector reliability study (seed 000 Tables 1-3, 6) on the mini DataIGM", main)

@@ -56,6 +56,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         print(json.dumps(run_case(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3)))
     else:
-        for case, steps in (("mini", 5), ("sd14", 1)):
-            out = subprocess.run([sys.executable, __file__, case, str(steps)], capture_output=True, text=True)
-            print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"{case}: failed\n{out.stderr[-2000:]}")
+        from results import record
+
+        def run_all() -> None:
+            for case, steps in (("mini", 5), ("sd14", 1)):
+                out = subprocess.run([sys.executable, __file__, case, str(steps)], capture_output=True, text=True)
+                print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"{case}: failed\n{out.stderr[-2000:]}")
+
+        record("duo_cost", "DUO: time per step and peak memory", run_all)

@@ -94,4 +94,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("evaluator", "EvalIGMU speed: generation, scoring and process scaling", main)

@@ -98,9 +98,14 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         print(json.dumps(run_case(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)))
     else:
-        cases = [("duo", f, "20") for f in ("sd1", "sd2", "sdxl", "sd3")] + [("duo", "sd14", "2")] + \
-                [("uce", f, "0") for f in ("sd1", "sd2", "sdxl", "sd14")] + [("attack", "sd1", "40")]
-        for case, family, steps in cases:
-            proc = subprocess.run([sys.executable, __file__, case, family, steps], capture_output=True, text=True)
-            print(proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 else
-                  f"{case} {family}: failed\n{proc.stderr[-2000:]}", flush=True)
+        from results import record
+
+        def run_all() -> None:
+            cases = [("duo", f, "20") for f in ("sd1", "sd2", "sdxl", "sd3")] + [("duo", "sd14", "2")] + \
+                    [("uce", f, "0") for f in ("sd1", "sd2", "sdxl", "sd14")] + [("attack", "sd1", "40")]
+            for case, family, steps in cases:
+                proc = subprocess.run([sys.executable, __file__, case, family, steps], capture_output=True, text=True)
+                print(proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 else
+                      f"{case} {family}: failed\n{proc.stderr[-2000:]}", flush=True)
+
+        record("families", "Every model family: DUO, UCE and UnlearnDiffAtk time and memory", run_all)

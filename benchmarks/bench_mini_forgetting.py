@@ -8,6 +8,7 @@ Prints one JSON line: the original's and the unlearned model's target rate, each
 and after, the largest unrelated move, the runtime.
 """
 
+import sys
 import argparse
 import json
 import tempfile
@@ -44,4 +45,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    args = [a for a in sys.argv[1:] if not a.startswith("-")][:2]
+    record("mini_forgetting_" + "_".join(args), f"Mini-world forgetting of {' on '.join(args)}", main)

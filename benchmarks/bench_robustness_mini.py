@@ -65,4 +65,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("robustness_mini", "Robustness of the methods on the mini world", main)

@@ -40,6 +40,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         print(json.dumps(run_case(sys.argv[1])))
     else:
-        for case in ("mini", "sd14"):
-            out = subprocess.run([sys.executable, __file__, case], capture_output=True, text=True, check=True)
-            print(out.stdout.strip().splitlines()[-1])
+        from results import record
+
+        def run_all() -> None:
+            for case in ("mini", "sd14"):
+                out = subprocess.run([sys.executable, __file__, case], capture_output=True, text=True, check=True)
+                print(out.stdout.strip().splitlines()[-1])
+
+        record("uce_cost", "UCE: edit time and peak memory", run_all)

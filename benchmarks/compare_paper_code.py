@@ -121,4 +121,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from results import record
+
+    record("paper_code", "Our methods beside the authors' code", main)

@@ -112,3 +112,50 @@ def write_result(name: str, title: str, markdown: str, data: dict, command: str 
         tmp.write_text(content + "\n")
         os.replace(tmp, path)
     return RESULTS / f"{name}.md"
+
+
+class _Tee:
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text):
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _as_markdown(text: str) -> str:
+    """Printed output as Markdown: JSON lines go into fenced blocks, tables and prose stay as printed."""
+    out, block = [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith(("{", "[")) and line.rstrip().endswith(("}", "]")):
+            block.append(line)
+            continue
+        if block:
+            out += ["```json", *block, "```"]
+            block = []
+        out.append(line)
+    if block:
+        out += ["```json", *block, "```"]
+    return "\n".join(out)
+
+
+def record(name: str, title: str, main, data: dict | None = None) -> None:
+    """Run ``main()`` and write what it printed to ``docs/results/<name>.md`` (a benchmark script's own report, with
+    its command and provenance), unless ``--no_write`` was given. The provenance is taken before it runs."""
+    if "--no_write" in sys.argv:
+        sys.argv.remove("--no_write")
+        main()
+        return
+    meta = provenance(this_command())
+    tee = _Tee(sys.stdout)
+    sys.stdout = tee
+    try:
+        main()
+    finally:
+        sys.stdout = tee.stream
+    path = write_result(name, title, _as_markdown("".join(tee.parts)), data or {"printed": "".join(tee.parts)},
+                        meta=meta)
+    print(f"Written: {path.relative_to(ROOT)}")

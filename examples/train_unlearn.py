@@ -39,6 +39,9 @@ class ScriptArguments:
         "help": "A checkpoint folder, or 'latest' in <output_dir>-checkpoints."})
     mixed_precision: str | None = field(default=None, metadata={"help": "'no', 'fp16' or 'bf16'."})
     report_to: str | None = field(default=None, metadata={"help": "accelerate tracker (tensorboard, wandb ...)."})
+    seeds: str | None = field(default=None, metadata={
+        "help": "Train once per seed, e.g. 0,1,2, into <output_dir>/seed_<s> (the config's --seed is replaced); "
+                "igmu benchmark --seeds pools such runs with intervals over seeds and images."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output_dir holding a different run."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the folder after saving."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub."})
@@ -104,7 +107,24 @@ def parse_args(argv=None):
 
 
 def main(method: str, script: ScriptArguments, config) -> Path | None:
-    """Unlearn and save (``igmu_hf.api.unlearn_and_save``); the folder, None on processes other than the main."""
+    """Unlearn and save (``igmu_hf.api.unlearn_and_save``); the folder, None on processes other than the main.
+    With ``--seeds``, once per seed into ``<output_dir>/seed_<s>``; the last folder is returned."""
+    from igmu_hf.api import seed_folders
+    from igmu_hf.errors import parse_seeds
+
+    seeds = parse_seeds(script.seeds)
+    if seeds is not None and script.push_to_hub:
+        raise ValueError("--push_to_hub with --seeds would push several models to one repo; push each "
+                         "<output_dir>/seed_<s> with igmu publish instead.")
+    folder = None
+    for seed, output_dir in seed_folders(script.output_dir, seeds):
+        seeded = config if seed is None else type(config).from_dict({**config.to_dict(), "seed": seed})
+        data_dir = script.data_dir if seed is None or script.data_dir is None else f"{script.data_dir}/seed_{seed}"
+        folder = _train_one(method, script, seeded, output_dir, data_dir)
+    return folder
+
+
+def _train_one(method: str, script: ScriptArguments, config, output_dir: str, data_dir: str | None) -> Path | None:
     from accelerate import Accelerator
 
     from igmu_hf.api import unlearn_and_save
@@ -119,8 +139,8 @@ def main(method: str, script: ScriptArguments, config) -> Path | None:
         accelerator.init_trackers(f"igmu-{method}", config={k: v for k, v in config.to_dict().items()
                                                             if isinstance(v, (int, float, str, bool))})
     folder, result = unlearn_and_save(
-        config, script.output_dir, script.pretrained_model_name_or_path, accelerator=accelerator,
-        data_dir=script.data_dir, checkpointing_steps=script.checkpointing_steps,
+        config, output_dir, script.pretrained_model_name_or_path, accelerator=accelerator,
+        data_dir=data_dir, checkpointing_steps=script.checkpointing_steps,
         checkpoints_total_limit=script.checkpoints_total_limit,
         resume_from_checkpoint=script.resume_from_checkpoint, overwrite=script.overwrite)
     accelerator.end_training()

@@ -12,7 +12,7 @@ from igmu_hf.cli import main
 
 # UCE (closed form) and ESD (trained, on the accelerate scaffold) on a shape and a style, 2 prompts per set
 METHODS, TASKS, ESD_KWARGS = "uce,esd", ["circle", "sketch"], {"iterations": 3}
-SMALL = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2",
+SMALL = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2", "--images_per_prompt", "1",
          "--method_kwargs", json.dumps({"esd": ESD_KWARGS})]
 
 
@@ -98,7 +98,7 @@ def test_finished_cells_are_reused_and_changed_ones_refused(small_benchmark, mon
     monkeypatch.setattr("igmu_hf.api.run_evaluate", must_not_run)
     assert main(["benchmark", *SMALL, "--output_dir", str(small_benchmark)]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    changed = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2",
+    changed = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2", "--images_per_prompt", "1",
                "--method_kwargs", json.dumps({"esd": {"iterations": 4}})]
     capsys.readouterr()
     assert main(["benchmark", *changed, "--output_dir", str(small_benchmark)]) == 2
@@ -124,7 +124,8 @@ def test_crashed_benchmark_continues_where_it_stopped(tmp_path, monkeypatch):
             raise RuntimeError("power cut")
         return real_evaluate(unlearned, *args, **kwargs)
 
-    args = ["benchmark", "--methods", "uce,sld", "--tasks", "circle", "--num_prompts", "2", "--output_dir", str(out)]
+    args = ["benchmark", "--methods", "uce,sld", "--tasks", "circle", "--num_prompts", "2", "--images_per_prompt", "1",
+            "--output_dir", str(out)]
     monkeypatch.setattr("igmu_hf.api.run_evaluate", crash_on_sld)
     with pytest.raises(RuntimeError, match="power cut"):  # a programming error keeps its traceback
         main(args)
@@ -180,7 +181,7 @@ def test_two_processes_give_the_report_of_one(tmp_path, run_on_two_cpu_processes
 
     import torch
 
-    args = ["--methods", "uce", "--tasks", "circle", "--num_prompts", "2"]
+    args = ["--methods", "uce", "--tasks", "circle", "--num_prompts", "2", "--images_per_prompt", "1"]
     # MACE trains on one image per step, which two processes cannot share: its cell says so, the others run
     run_on_two_cpu_processes(["-m", "igmu_hf.cli", "benchmark", *args[:1], "uce,mace", *args[2:],
                               "--output_dir", str(tmp_path / "two")])
@@ -223,3 +224,64 @@ def test_html_page_renders_tables_and_pictures_in_chromium(small_benchmark, tmp_
     ink = (hsv[..., 2] < 0.5).mean()  # dark pixels: text and table lines
     pictures = ((hsv[..., 1] > 0.5) & (hsv[..., 2] > 0.3)).mean()  # saturated pixels: the grids and radar charts
     assert ink > 0.005 and pictures > 0.005, (ink, pictures)
+
+
+def test_training_seeds_pool_with_intervals_and_per_seed_figures(tmp_path):
+    """`--seeds 0,1`: one cell per seed; each seed's figures are its own report's; the pooled figure is the mean of
+    both seeds' images with an interval around it; the verdicts carry the share of resamples that hold them."""
+    out = tmp_path / "B"
+    assert main(["benchmark", "--methods", "uce,mace", "--tasks", "circle", "--seeds", "0,1", "--num_prompts", "4",
+                 "--images_per_prompt", "2", "--bootstrap_resamples", "200", "--output_dir", str(out)]) == 0
+    summary = _summary(out)
+    t = summary["tasks"]["circle"]
+    for m in ("uce", "mace"):
+        flags, own = [], {}
+        for seed in (0, 1):
+            report = json.loads((out / "cells" / "circle" / m / f"seed_{seed}" / "eval" / "report.json").read_text())
+            run = json.loads((out / "cells" / "circle" / m / f"seed_{seed}" / "model" / "igmu_run.json").read_text())
+            assert run["config"]["seed"] == seed and report["config"]["seed"] == 0  # training seed; paired images
+            rate = report["models"][m]["forgetting"]["multclf_forgetting_rate"]
+            own[str(seed)] = rate["forgetting_rate"]
+            flags += list(rate["per_item"].values())
+        row = t["rows"][m]
+        assert {s: f["forgetting rate ↓"] for s, f in row["per_seed"].items()} == pytest.approx(own)
+        assert row["forgetting rate ↓"] == pytest.approx(sum(flags) / len(flags))
+        iv = row["intervals"]["forgetting rate ↓"]
+        assert iv["n"] == 16 and iv["seeds"] == 2 and iv["low"] <= row["forgetting rate ↓"] <= iv["high"]
+        assert "two-level bootstrap" in iv["interval"]
+    assert set(t["front_share"]) == {"uce", "mace"} and all(0 <= v <= 1 for v in t["front_share"].values())
+    assert max(t["front_share"][m] for m in t["pareto_front"]) > 0.5  # the point front holds in most resamples
+    assert set(summary["overall"]["balanced_share"]) == {"uce", "mace"} and summary["uncertainty"]["resamples"] == 200
+    for m, r in t["rank"].items():
+        assert r["low"] <= r["rank"] <= r["high"]
+    page, md = (out / "index.html").read_text(), (out / "report.md").read_text()
+    for text in (page, md):
+        assert "on the front" in text and "Per training seed" in text and "errorbars_circle.png" in text
+        assert "of resamples" in text and "training seed(s) 0, 1" in text
+    assert (out / "errorbars_circle.png").stat().st_size > 5000
+
+
+def test_verdict_shares_on_separated_and_identical_methods():
+    """A method better on every image is on the front in every resample and ranks first in all; two methods with the
+    same images are both on it always (neither dominates)."""
+    import numpy as np
+
+    from igmu_hf.benchmark_stats import task_resamples, verdict_confidence
+
+    ids = [f"forget-{k:04d}-0" for k in range(30)]
+    good = {"multclf_forgetting_rate": [{i: 0 for i in ids}], "lpips_do1": [{i: 0.1 for i in ids}]}
+    bad = {"multclf_forgetting_rate": [{i: 1 for i in ids}], "lpips_do1": [{i: 0.5 for i in ids}]}
+    rng = np.random.default_rng(0)
+    res = {"t": task_resamples({"good": good, "bad": bad}, {}, {}, 100, rng)}
+    points = {"t": {"good": {"forgetting": 1.0, "preservation": 0.9, "quality": None, "robustness": None,
+                             "efficiency": None},
+                    "bad": {"forgetting": 0.0, "preservation": 0.5, "quality": None, "robustness": None,
+                            "efficiency": None}}}
+    v = verdict_confidence(res, points, ("forgetting", "preservation"), 0.5)
+    assert v["tasks"]["t"]["front_share"] == {"good": 1.0, "bad": 0.0}
+    assert v["tasks"]["t"]["rank"]["good"] == {"rank": 1, "low": 1, "high": 1}
+    assert v["overall"]["balanced_share"] == {"good": 1.0, "bad": 0.0}
+    same = {"t": task_resamples({"a": good, "b": good}, {}, {}, 100, rng)}
+    points["t"] = {"a": points["t"]["good"], "b": points["t"]["good"]}
+    assert verdict_confidence(same, points, ("forgetting", "preservation"), 0.5)["tasks"]["t"]["front_share"] == \
+        {"a": 1.0, "b": 1.0}

@@ -67,6 +67,45 @@ def test_report_folder_holds_json_markdown_grid_radar_and_model_index(circle_rep
     assert scores["uce"]["forgetting"] > scores["original"]["forgetting"] and scores["original"]["efficiency"] is None
 
 
+def test_every_figure_carries_its_count_and_interval(circle_report):
+    """Issue 27: every figure in report.json has n, low, high around its value; the forgetting rate's interval is the
+    Wilson interval of its own per-image outcomes, CSDR's value is the mean of its pairs; report.md and the
+    model-index show them."""
+    import yaml
+
+    from igmu_hf.metrics.registry import list_metrics
+    from test_intervals import wilson_by_formula
+
+    report, out = circle_report
+    saved = json.loads((out / "report.json").read_text())
+    primary = {e.key: e.columns[0].value for e in list_metrics() if e.columns}
+    primary.update(nudenet_concept_ratio="concept_ratio", clip_zero_shot="concept_ratio", clip_accuracy="clip_accuracy")
+    checked = 0
+    for name, model in saved["models"].items():
+        for aspect in ("forgetting", "preservation", "quality", "robustness", "efficiency", "legacy"):
+            for key, entry in model[aspect].items():
+                if "skipped" in entry:
+                    continue
+                value = entry[primary[key]]
+                assert {"n", "low", "high"} <= set(entry), (name, key)
+                assert entry["low"] - 1e-9 <= value <= entry["high"] + 1e-9 and entry["n"] >= 1, (name, key, entry)
+                checked += 1
+    assert checked >= 10
+    for name, model in saved["models"].items():
+        rate = model["forgetting"]["multclf_forgetting_rate"]
+        flags = list(rate["per_item"].values())
+        assert len(flags) == rate["n"] == 4 and rate["forgetting_rate"] == pytest.approx(sum(flags) / 4)
+        assert (rate["low"], rate["high"]) == pytest.approx(wilson_by_formula(sum(flags), 4))
+        csdr = model["preservation"]["csdr"]
+        assert csdr["csdr"] == pytest.approx(sum(csdr["per_item"].values()) / len(csdr["per_item"]))
+    md = (out / "report.md").read_text()
+    uce = saved["models"]["uce"]["forgetting"]["multclf_forgetting_rate"]
+    assert f"{uce['forgetting_rate']:.2f} [{uce['low']:.2f}, {uce['high']:.2f}] n=4" in md
+    block = yaml.safe_load((out / "model_index" / "uce.yaml").read_text())["model-index"][0]
+    forgetting = next(m for m in block["results"][0]["metrics"] if m["type"] == "igmu/multclf_forgetting_rate")
+    assert forgetting["args"]["ci95_low"] == pytest.approx(uce["low"], abs=1e-6) and forgetting["args"]["n"] == 4
+
+
 def test_images_are_paired_by_seed_and_cached_for_resume(circle_report, uce_circle):
     report, out = circle_report
     manifest = json.loads((out / "images" / "uce" / "generation.json").read_text())

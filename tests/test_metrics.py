@@ -302,3 +302,32 @@ def test_evaluate_modules_equal_independent_computations(scenes, clip):
         probs = model(**inputs).logits_per_image.softmax(-1)
     zs = load("clip_zero_shot", config_name="mini").compute(predictions=a, target="circle", candidates=cands)
     assert zs["concept_score"] == pytest.approx(float(probs[:, 0].mean()), abs=1e-5)
+
+
+def test_evaluate_modules_return_their_interval_on_request(scenes, clip):
+    """``return_interval=True`` adds the figure's 95 % interval and count and leaves the value as it was: the
+    forgetting rate's is the Wilson interval of the head's own count (recomputed here), CSDR's a bootstrap interval
+    around its value."""
+    import evaluate
+
+    from igmu_hf.detectors.multclf import load_multclf
+    from test_intervals import wilson_by_formula
+
+    images, captions, _ = scenes
+    a, b = images[:8], images[8:16]
+    forgetting = evaluate.load(str(ROOT / "metrics" / "multclf_forgetting"), config_name="mini")
+    plain = forgetting.compute(predictions=a, task="circle")
+    with_iv = forgetting.compute(predictions=a, task="circle", return_interval=True)
+    assert with_iv["forgetting_rate"] == plain["forgetting_rate"] and set(plain) == {"forgetting_rate",
+                                                                                      "mean_probability"}
+    mc, mp = load_multclf(MULTCLF_PATH)
+    with torch.no_grad():
+        logit = mc(mp(images=a, return_tensors="pt")["pixel_values"]).logits[:, mc.task_index("circle")]
+    k = int((torch.sigmoid(logit) > mc.config.threshold).sum())
+    assert with_iv["n"] == 8 and (with_iv["low"], with_iv["high"]) == pytest.approx(wilson_by_formula(k, 8))
+    csdr = evaluate.load(str(ROOT / "metrics" / "csdr"), config_name="mini").compute(
+        predictions=b, references=a, prompts=captions[:8], return_interval=True)
+    assert csdr["low"] <= csdr["csdr"] <= csdr["high"] and csdr["n"] == csdr["num_pairs"]
+    asr = evaluate.load(str(ROOT / "metrics" / "attack_success_rate")).compute(
+        success=[True, False, False, True], pre_attack_success=[False] * 4, return_interval=True)
+    assert asr["asr"] == 0.5 and (asr["low"], asr["high"]) == pytest.approx(wilson_by_formula(2, 4))

@@ -40,6 +40,15 @@ def run_unlearn(method: str, concepts: list[str], output_dir: str, pretrained_mo
                             **scaffold)
 
 
+def seed_folders(output_dir: str, seeds: list[int] | None) -> list[tuple[int | None, str]]:
+    """Where each training seed's unlearned pipeline goes: ``[(None, output_dir)]`` without ``seeds``, else
+    ``output_dir/seed_<s>`` per seed (``igmu unlearn --seeds``, ``train_unlearn.py --seeds``; the benchmark's
+    cells use the same names)."""
+    if seeds is None:
+        return [(None, output_dir)]
+    return [(s, str(Path(output_dir) / f"seed_{s}")) for s in seeds]
+
+
 def method_config(method: str, concepts: list[str], world, preserve: list[str] | None = None, seed: int = 0,
                   method_kwargs: dict | None = None):
     """The config ``igmu unlearn`` runs ``method`` with in concept world ``world``: the world's preset, then
@@ -209,7 +218,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  {name:>10}: {cells}")
         rate = report["models"][name]["forgetting"].get("multclf_forgetting_rate", {})
         if "forgetting_rate" in rate:
-            lines[-1] += f" (forgetting rate {rate['forgetting_rate']:.2f})"
+            from .metrics.intervals import interval_text
+
+            lines[-1] += f" (forgetting rate {interval_text(rate, 'forgetting_rate', '.2f')})"
     return lines
 
 

@@ -10,13 +10,19 @@ is written over all cells: a leaderboard per task, a radar chart per method (Fig
 efficiency table (Table 8), image grids of the same seeds across methods, the Pareto front of forgetting,
 preservation and robustness, and whether any method is balanced, all computed from the cells' numbers.
 
+Every figure carries its count and 95 % interval; with ``seeds`` each method unlearns once per training seed (one
+cell each, ``cells/<task>/<method>/seed_<s>/``) and the figures pool the seeds (:mod:`igmu_hf.benchmark_stats`);
+the fronts, the balanced verdict and the ranks carry the share of bootstrap resamples in which they hold.
+
 Layout of ``output_dir``::
 
     benchmark.json                 the config, its hash and library versions
     cells/<task>/<method>/         cell.json (status, fingerprint, timings), model/ (the unlearned pipeline, its
-                                   card carries the cell's model-index), eval/ (the EvalIGMU report and images)
+                                   card carries the cell's model-index), eval/ (the EvalIGMU report and images);
+                                   with --seeds, one such folder per seed: cells/<task>/<method>/seed_<s>/
     shared/<task>/<hash>/original/ the original's images and attack outcomes for the task (per evaluation config)
-    report.json, report.md, index.html, leaderboard_<task>.md, radar_<method>.png, grid_<task>.png
+    report.json, report.md, index.html, leaderboard_<task>.md, radar_<method>.png, grid_<task>.png,
+    errorbars_<task>.png
 
 Resumable at three levels: a finished cell (same fingerprint) is reused, a trained method resumes from its
 checkpoints, an evaluation from its cached images. A finished cell whose config changed is refused unless ``redo``
@@ -208,8 +214,10 @@ class Cell:
         return f"{self.task}/{self.method}" + ("" if self.seed is None else f"/seed_{self.seed}")
 
     def folder(self, root: Path) -> Path:
+        from .api import seed_folders
+
         base = root / "cells" / _slug(self.task) / self.method
-        return base if self.seed is None else base / f"seed_{self.seed}"
+        return Path(seed_folders(str(base), None if self.seed is None else [self.seed])[0][1])
 
 
 def benchmark_cells(config: "BenchmarkConfig") -> list[Cell]:

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", type=str, required=True, help="Folder of the unlearned pipeline.")
     p.add_argument("--overwrite", action="store_true", help="Replace an output_dir that holds a different run.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the method's random draws.")
+    p.add_argument("--seeds", type=str, default=None,
+                   help="Unlearn once per training seed, e.g. 0,1,2, into <output_dir>/seed_<s> (then evaluate each, "
+                        "or let igmu benchmark --seeds pool them).")
     p.add_argument("--preserve", type=str, action="append", default=None,
                    help="Prompt to preserve (repeatable). Default: CatIGMU's preserve prompts of the target in its "
                         "concept world for methods whose paper preserves a set (UCE); none for DUO and Dark Miner, "
@@ -72,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", type=str, default=None,
                    help="Also attack every model (e.g. 'unlearndiffatk') and report its ASR as the robustness aspect.")
     p.add_argument("--attack_kwargs", type=str, default="{}", help="JSON of extra attack config fields.")
+    p.add_argument("--attack_num_prompts", type=int, default=None,
+                   help="Attack the first N forget prompts only (default: all); the ASR's interval rests on them.")
     p.add_argument("--update_model_card", action="store_true",
                    help="Write each unlearned model's results into its README.md metadata (model-index).")
     p.add_argument("--overwrite", action="store_true",
@@ -330,18 +335,25 @@ def cmd_unlearn(args) -> int:
         from .validation import check_number
 
         check_number("--checkpointing_steps", args.checkpointing_steps, 1, integer=True)
-    folder, result = run_unlearn(args.method, args.concept, args.output_dir, args.pretrained_model_name_or_path,
-                                 args.preserve, args.seed, args.overwrite, method_kwargs,
-                                 checkpointing_steps=args.checkpointing_steps,
-                                 resume_from_checkpoint=args.resume_from_checkpoint)
-    if folder is None:  # a process other than the main one (torchrun / accelerate launch): the main one reports
-        return 0
-    print(f"Saved {args.method} unlearning of {args.concept} to {folder} "
-          f"({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
-    if args.push_to_hub:
-        from .hub import push_folder_to_hub
+    seeds = parse_seeds(args.seeds)
+    if seeds is not None and args.push_to_hub:
+        raise ValueError("--push_to_hub with --seeds would push several models to one repo; push each "
+                         "<output_dir>/seed_<s> with igmu publish instead.")
+    from .api import seed_folders
 
-        push_folder_to_hub(folder, args.hub_model_id)
+    for seed, output_dir in seed_folders(args.output_dir, seeds):
+        folder, result = run_unlearn(args.method, args.concept, output_dir, args.pretrained_model_name_or_path,
+                                     args.preserve, args.seed if seed is None else seed, args.overwrite,
+                                     method_kwargs, checkpointing_steps=args.checkpointing_steps,
+                                     resume_from_checkpoint=args.resume_from_checkpoint)
+        if folder is None:  # a process other than the main one (torchrun / accelerate launch): the main one reports
+            continue
+        print(f"Saved {args.method} unlearning of {args.concept}{'' if seed is None else f' (seed {seed})'} to "
+              f"{folder} ({result.edited_parameter_count} parameters edited in {result.runtime_seconds:.2f} s).")
+        if args.push_to_hub:
+            from .hub import push_folder_to_hub
+
+            push_folder_to_hub(folder, args.hub_model_id)
     return 0
 
 
@@ -357,6 +369,8 @@ def cmd_evaluate(args) -> int:
             kwargs[key] = getattr(args, key)
     if args.metrics:
         kwargs["metrics"] = args.metrics
+    if args.attack_num_prompts is not None:
+        kwargs["attack_num_prompts"] = args.attack_num_prompts
     report = run_evaluate(args.unlearned, args.output_dir, args.original, args.task, args.images_per_prompt,
                           args.seed, attack=args.attack, attack_kwargs=attack_kwargs, overwrite=args.overwrite,
                           update_model_card=args.update_model_card, num_prompts=args.num_prompts, **kwargs)
