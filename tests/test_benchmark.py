@@ -231,7 +231,8 @@ def test_training_seeds_pool_with_intervals_and_per_seed_figures(tmp_path):
     both seeds' images with an interval around it; the verdicts carry the share of resamples that hold them."""
     out = tmp_path / "B"
     assert main(["benchmark", "--methods", "uce,mace", "--tasks", "circle", "--seeds", "0,1", "--num_prompts", "4",
-                 "--images_per_prompt", "2", "--bootstrap_resamples", "200", "--output_dir", str(out)]) == 0
+                 "--images_per_prompt", "2", "--bootstrap_resamples", "200", "--output_dir", str(out),
+                 "--method_kwargs", json.dumps({"mace": {"max_train_steps": 10}})]) == 0
     summary = _summary(out)
     t = summary["tasks"]["circle"]
     for m in ("uce", "mace"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # a measured figure: a decimal, a percentage, a duration, a size or a speed (section numbers such as §5.3 are not)
-FIGURE = re.compile(r"(?<![§\w.])\d+\.\d+(?![\w.])|\d+ ?%|\b\d+(\.\d+)? ?(s|min|minutes|h|GB|MB|images/s)\b")
+FIGURE = re.compile(r"(?<![§\w.])\d+\.\d+(?!\.?\w)|\d+ ?%|\b\d+(\.\d+)? ?(s|min|minutes|h|GB|MB|images/s)\b")
 ALLOWED = ("95 %",)  # the confidence level of every interval, a choice rather than a measurement
 
 
