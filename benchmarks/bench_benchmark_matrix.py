@@ -45,8 +45,11 @@ def run(nproc: int, folder: Path, extra: list[str]) -> dict:
             per_method[rec["method"]] = per_method.get(rec["method"], 0.0) + rec["timing"]["unlearning_seconds"]
         else:
             not_applicable += 1
-    return {"processes": nproc, "wall_seconds": wall, **summary["timing"], "unlearning_by_method": per_method,
-            "cells_done": done, "cells_not_applicable": not_applicable, "summary": summary}
+    cells_seconds = sum(summary["timing"][k] for k in ("unlearning_seconds", "generation_seconds",
+                                                        "scoring_seconds", "attack_seconds"))
+    return {"processes": nproc, "wall_seconds": wall, "cells_seconds": cells_seconds, **summary["timing"],
+            "unlearning_by_method": per_method, "cells_done": done, "cells_not_applicable": not_applicable,
+            "summary": summary}
 
 
 def _minutes(seconds: float) -> str:
@@ -61,11 +64,15 @@ def write_results(results: list[dict], budget: str, work_note: str, meta: dict) 
     from results import write_result
 
     lines = ["## Wall time and where it goes", "",
-             "| processes | wall | unlearning s | generation s | scoring s | attacks s | cells |", "|---|---|---|---|---|---|---|"]
+             "The matrix's time is the sum of its cells' times (unlearning, generation, scoring, attacks, each timed "
+             "in its cell), so a run that was stopped and resumed is counted whole; the last invocation's own wall "
+             "time is beside it.", "",
+             "| processes | matrix (cells' time, summed) | last invocation's wall | unlearning s | generation s | "
+             "scoring s | attacks s | cells |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['processes']} | {_minutes(r['wall_seconds'])} | {r['unlearning_seconds']:.0f} | "
-                     f"{r['generation_seconds']:.0f} | {r['scoring_seconds']:.0f} | {r['attack_seconds']:.0f} | "
-                     f"{r['cells_done']} done, {r['cells_not_applicable']} not applicable |")
+        lines.append(f"| {r['processes']} | {_minutes(r['cells_seconds'])} | {_minutes(r['wall_seconds'])} | "
+                     f"{r['unlearning_seconds']:.0f} | {r['generation_seconds']:.0f} | {r['scoring_seconds']:.0f} | "
+                     f"{r['attack_seconds']:.0f} | {r['cells_done']} done, {r['cells_not_applicable']} not applicable |")
     for r in results:
         total = sum(r[k] for k in ("unlearning_seconds", "generation_seconds", "scoring_seconds", "attack_seconds"))
         share = ", ".join(f"{k.split('_')[0]} {100 * r[k] / total:.0f} %" for k in
@@ -84,8 +91,12 @@ def write_results(results: list[dict], budget: str, work_note: str, meta: dict) 
     data = {"runs": [{k: v for k, v in r.items() if k != "summary"} for r in results],
             "overall": summary["overall"], "tasks": {t: {k: v for k, v in d.items() if k != "original"}
                                                      for t, d in summary["tasks"].items()}}
-    path = write_result(f"benchmark_matrix_{budget}", f"igmu benchmark, {budget} budget: the mini matrix", "\n".join(lines),
-                        data, meta=meta)
+    from igmu_hf.benchmark import DEFAULT_TASKS
+
+    tasks = list(summary["config"]["tasks"])
+    part = "" if tasks == list(DEFAULT_TASKS) else "_" + "_".join(tasks)  # a part of the matrix is named as such
+    title = f"igmu benchmark, {budget} budget: the mini matrix" + (f" ({', '.join(tasks)} only)" if part else "")
+    path = write_result(f"benchmark_matrix_{budget}{part}", title, "\n".join(lines), data, meta=meta)
     print(f"Written: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
 
@@ -97,16 +108,18 @@ def main() -> None:
     p.add_argument("--extra", type=str, default="--methods all --attack unlearndiffatk",
                    help="Further igmu benchmark arguments (quoted).")
     p.add_argument("--no_write", action="store_true", help="Print only; do not write docs/results.")
+    p.add_argument("--note", type=str, default="", help="A remark written with the figures (e.g. what else ran on "
+                                                        "the machine).")
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-matrix-"))
     from results import provenance, this_command
 
-    meta = provenance(this_command())  # the commit and packages the run starts with
+    meta = provenance(this_command(("--work", "--note")))  # the commit and packages the run starts with
     results = []
     for nproc in args.processes:
         folder = work / f"p{nproc}"
         if (folder / "report.json").exists():
-            sys.exit(f"{folder} holds a finished run; pass another --work.")
+            sys.exit(f"{folder} holds a finished run; pass another --work (a stopped run in --work is resumed).")
         results.append(run(nproc, folder, ["--budget", args.budget, *shlex.split(args.extra)]))
         r = results[-1]
         print(json.dumps({k: v for k, v in r.items() if k != "summary"}), flush=True)
@@ -124,7 +137,7 @@ def main() -> None:
                 + (f"; differ: {differ}" if differ else "") + ".")
         print(note)
     if not args.no_write:
-        write_results(results, args.budget, note, meta)
+        write_results(results, args.budget, " ".join(x for x in (note, args.note) if x), meta)
 
 
 if __name__ == "__main__":

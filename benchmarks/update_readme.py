@@ -45,7 +45,7 @@ def render_benchmark_matrix_preset(result: dict) -> str:
     keys = ("unlearning_seconds", "generation_seconds", "scoring_seconds", "attack_seconds")
     total = sum(run[k] for k in keys) or 1.0
     split = ", ".join(f"{k.split('_')[0]} {100 * run[k] / total:.0f} %" for k in keys)
-    minutes = run["wall_seconds"] / 60
+    minutes = run.get("cells_seconds", run["wall_seconds"]) / 60
     front = ", ".join(f"{m} ({100 * overall['front_share'].get(m, 0):.0f} %)" for m in overall["pareto_front"])
     balanced = overall["balanced"]
     bal = (f"balanced (every measured aspect ≥ {overall['balanced_threshold']} on every task): "
