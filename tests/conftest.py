@@ -71,6 +71,15 @@ def killed_and_resumed(tmp_path, crash_at):
     return run
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it), so two-process tests never collide on a fixed one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def run_on_two_cpu_processes():
     """Run ``python -m torch.distributed.run --nproc_per_node 2 ARGS`` with ``ACCELERATE_USE_CPU=1``; fail with the
@@ -84,7 +93,7 @@ def run_on_two_cpu_processes():
 
     def run(args: list[str]) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_port", "29532", *args], capture_output=True, text=True,
+                               "--master_port", str(free_port()), *args], capture_output=True, text=True,
                               env={**os.environ, "ACCELERATE_USE_CPU": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc

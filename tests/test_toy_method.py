@@ -146,10 +146,13 @@ def test_a_resumed_run_records_the_time_of_every_segment(tiny_pipeline_dir, tmp_
 
     from igmu_hf.hub import load_pipeline
 
+    ran = []
+
     def slow(crash_step):
         inner = crash_at(crash_step)
 
         def callback(step):
+            ran.append(step)
             time.sleep(0.2)
             inner(step)
         return callback
@@ -158,10 +161,9 @@ def test_a_resumed_run_records_the_time_of_every_segment(tiny_pipeline_dir, tmp_
     with pytest.raises(crash_at.Crash):
         ToyUnlearner(ToyConfig(concepts=["church"]), output_dir=str(ckpt), checkpointing_steps=2,
                      callback=slow(4)).unlearn(load_pipeline(tiny_pipeline_dir))
-    start = time.perf_counter()
+    ran.clear()
     resumed = ToyUnlearner(ToyConfig(concepts=["church"]), output_dir=str(ckpt), resume_from_checkpoint="latest",
                            callback=slow(-1)).unlearn(load_pipeline(tiny_pipeline_dir))
-    segment = time.perf_counter() - start
-    assert segment < 0.2 * 4  # this segment ran two steps only ...
+    assert len(ran) == 2  # this segment ran two steps only (counted, not timed) ...
     # ... and the record adds the earlier segment's: its checkpoint at step 4 came after 3 sleeps, this one slept twice
     assert resumed.runtime_seconds >= 0.2 * 5
