@@ -88,7 +88,11 @@ def test_report_is_complete_and_its_findings_are_computed(small_benchmark):
     assert rates == [pytest.approx(summary["tasks"]["circle"]["rows"]["uce"]["forgetting rate ↓"], abs=1e-6)]
 
 
-def test_finished_cells_are_reused_and_changed_ones_refused(small_benchmark, monkeypatch, capsys):
+def test_finished_cells_are_reused_and_changed_ones_refused(small_benchmark, monkeypatch, capsys, tmp_path):
+    import shutil
+
+    shared, small_benchmark = small_benchmark, tmp_path / "B"  # a copy: the module's benchmark stays as it was made
+    shutil.copytree(shared, small_benchmark, symlinks=True)
     stamps = {p: p.stat().st_mtime_ns for p in (small_benchmark / "cells").rglob("cell.json")}
 
     def must_not_run(*args, **kwargs):

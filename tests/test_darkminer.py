@@ -166,22 +166,22 @@ def test_preserve_reaches_dark_miner_and_adds_its_term(tiny_pipeline_dir, pool, 
     assert max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0]) > 1e-6
 
 
-def test_verification_passes_a_concept_embedding_and_stops_non_concept_ones(mini_pipeline):
+def test_verification_passes_a_concept_embedding_and_stops_non_concept_ones():
     """On the trained mini world, the token embeddings of 'a circle' score highest against a pool of circles and
     pass τ; those of every other shape are stopped. (The mini CLIP puts any shape far from the 'a photo' reference,
     so other shapes score 0.6-0.8 here: τ sits at 0.9 instead of the paper's 0.2 for real CLIP.)"""
     from igmu_hf.domains import get_domain
+    from igmu_hf.hub import load_pipeline
+    from igmu_hf.mini import PIPELINE_PATH
 
+    mini_pipeline = load_pipeline(PIPELINE_PATH)  # its own: the trainer adds an adapter, a shared one stays untouched
     cfg = DarkMinerConfig(concepts=["circle"], **{**get_domain("mini").method_preset(DarkMinerConfig),
                                                   "pool_size": 3, "mining_images": 3, "tau": 0.9})
     trainer = DarkMinerTrainer(mini_pipeline, cfg, progress=False)
     table = mini_pipeline.text_encoder.get_input_embeddings().weight.detach()
     scores = {}
-    try:
-        for words in ("a circle", "a square", "a star", "a triangle", "a house"):
-            ids = mini_pipeline.tokenizer(words, add_special_tokens=False).input_ids
-            trainer.embeddings = [table[torch.tensor(ids)].clone()]
-            scores[words] = trainer.verify()
-    finally:
-        mini_pipeline.unet.unload_lora()  # the trainer added its adapter to the shared session pipeline
+    for words in ("a circle", "a square", "a star", "a triangle", "a house"):
+        ids = mini_pipeline.tokenizer(words, add_special_tokens=False).input_ids
+        trainer.embeddings = [table[torch.tensor(ids)].clone()]
+        scores[words] = trainer.verify()
     assert scores.pop("a circle") >= cfg.tau > max(scores.values()), scores

@@ -106,8 +106,12 @@ def test_every_figure_carries_its_count_and_interval(circle_report):
     assert forgetting["args"]["ci95_low"] == pytest.approx(uce["low"], abs=1e-6) and forgetting["args"]["n"] == 4
 
 
-def test_images_are_paired_by_seed_and_cached_for_resume(circle_report, uce_circle):
-    report, out = circle_report
+def test_images_are_paired_by_seed_and_cached_for_resume(circle_report, uce_circle, tmp_path):
+    import shutil
+
+    report, shared = circle_report
+    out = tmp_path / "circle"  # a copy: the module's report folder stays as its fixture wrote it, for every test
+    shutil.copytree(shared, out, symlinks=True)
     manifest = json.loads((out / "images" / "uce" / "generation.json").read_text())
     ref = {j["id"]: j for j in json.loads((out / "images" / "original" / "generation.json").read_text())["jobs"]}
     for job in manifest["jobs"]:
