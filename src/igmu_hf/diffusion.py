@@ -71,9 +71,9 @@ def add_lora(unet, target_modules: list[str], rank: int, alpha: int, init_lora_w
         raise ValueError(f"LoRA target module(s) {missing} match nothing in the {type(unet).__name__}; modules that "
                          f"exist include {examples}.")
     unet.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
+    from .seeding import seeded
+
+    with seeded(seed):
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init_lora_weights,
                                     target_modules=list(target_modules)), adapter_name=adapter_name)
 

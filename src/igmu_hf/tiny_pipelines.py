@@ -140,17 +140,19 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, with_t5: bool = False):
 
     CLIP encoders use the real CLIP tokenizer; ``with_t5`` adds SD3's third encoder (a tiny T5, word-level tokenizer).
     """
-    return _eval(_tiny_pipeline(family, seed, with_t5))
+    from .seeding import seeded
+
+    with seeded(seed):  # the weights depend on ``seed`` alone; the caller's random state is left as it was
+        return _eval(_tiny_pipeline(family, with_t5))
 
 
-def _tiny_pipeline(family: str, seed: int, with_t5: bool):
+def _tiny_pipeline(family: str, with_t5: bool):
     from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline,
                            StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     if family not in FAMILIES:
         raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")
-    torch.manual_seed(seed)
     if family in ("sd1", "sd2"):
         tok = clip_tokenizer(pad_token="<|endoftext|>" if family == "sd1" else "!")
         unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -211,17 +213,19 @@ def sd14_sized_pipeline(seed: int = 0, tokenizer=None):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tok = tokenizer or clip_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**SD14_UNET_CONFIG)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id))
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16)
+    from .seeding import seeded
+
+    tok = tokenizer or clip_tokenizer()
+    with seeded(seed):
+        unet = UNet2DConditionModel(**SD14_UNET_CONFIG)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id))
+        vae = AutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16)
     return _eval(StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet,
                                          scheduler=_sd_scheduler("ddim"), safety_checker=None, feature_extractor=None,
                                          image_encoder=None, requires_safety_checker=False))

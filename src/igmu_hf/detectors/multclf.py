@@ -117,8 +117,10 @@ class MultClfModel(PreTrainedModel):
         for k, head in enumerate(self.heads):
             head.requires_grad_(k in keep)
             if reset and k in keep:
-                torch.manual_seed(seed + k)
-                head.apply(self._init_weights)
+                from ..seeding import seeded
+
+                with seeded(seed + k):
+                    head.apply(self._init_weights)
 
     def task_index(self, task: str) -> int:
         """Index of ``task``'s head; a clear error names the heads this model has."""

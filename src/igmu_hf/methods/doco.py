@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .base import register_method
 from .ca import CAConfig, CAUnlearner
+from ..seeding import seeded
 
 
 @dataclass
@@ -108,8 +109,7 @@ class DoCoUnlearner(CAUnlearner):
         setup = super().setup_training(pipeline, names)
         cfg: DoCoConfig = self.config
         unet = setup["unet"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded(cfg.seed):
             disc = PatchDiscriminator(unet.config.in_channels, cfg.discriminator_channels, cfg.discriminator_layers)
         disc.to(setup["run"].device).train()
         scale = cfg.train_batch_size if cfg.scale_lr else 1

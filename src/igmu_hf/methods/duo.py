@@ -400,15 +400,17 @@ class DUOUnlearner(Unlearner):
 
     def _unlearn(self, pipeline) -> list[str]:
         cfg: DUOConfig = self.config
-        torch.manual_seed(cfg.seed)
+        from ..seeding import seeded
+
         given = self.pairs is not None and not self.pairs_built_by_method
-        if self.pairs is None:
-            detector = None
-            if cfg.pair_filter == "detector":
-                detector = self.detector or default_detector(cfg.concepts, self.domain)
-            self.pairs = build_pairs(pipeline, detector, cfg, progress=self.progress, domain=self.domain)
-        self.stats = train_duo(pipeline, self.pairs, cfg, self.accelerator, progress=self.progress,
-                               **self.train_kwargs)
+        with seeded(cfg.seed):  # the run is seeded; the caller's random state is left as it was
+            if self.pairs is None:
+                detector = None
+                if cfg.pair_filter == "detector":
+                    detector = self.detector or default_detector(cfg.concepts, self.domain)
+                self.pairs = build_pairs(pipeline, detector, cfg, progress=self.progress, domain=self.domain)
+            self.stats = train_duo(pipeline, self.pairs, cfg, self.accelerator, progress=self.progress,
+                                   **self.train_kwargs)
         self.stats["pairs"] = len(self.pairs)
         if "safe_detected" in self.pairs.column_names:
             self.stats["pairs_still_detected"] = int(sum(self.pairs["safe_detected"]))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..families import Conditioning, family_of
 from .base import MethodConfig, TrainedUnlearner, register_method
 from .esd import _ddim_scheduler, esd_target, esd_timesteps, steps_until
+from ..seeding import seeded
 
 
 @dataclass
@@ -172,8 +173,7 @@ class RecelerUnlearner(TrainedUnlearner):
         te.requires_grad_(False)
         layers, dims = cross_attention_layers(unet)
         hidden = te.config.hidden_size
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded(cfg.seed):
             erasers = RecelerErasers(layers, dims, cfg.eraser_rank)
             adversarial = torch.nn.Parameter(torch.rand(len(cfg.concepts), max(cfg.adversarial_tokens, 1), hidden))
         erasers.to(dev).train()

@@ -32,9 +32,11 @@ def load_lpips(net: str = "alex", pretrained_backbone: bool | None = None):
                                    f"internet once or pass pretrained_backbone=False (random backbone).") from err
             logger.warning("LPIPS: pretrained %s backbone unavailable (%s); using a random backbone (recorded in "
                            "the result as backbone_weights='random').", net, type(err).__name__)
-    torch.manual_seed(0)  # a random backbone must at least be the same random backbone every run
-    return lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval(), \
-        {"net": net, "backbone_weights": "random", "seed": 0}
+    from ..seeding import seeded
+
+    with seeded(0):  # a random backbone must at least be the same random backbone every run
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
+    return model, {"net": net, "backbone_weights": "random", "seed": 0}
 
 
 def _to_lpips_tensor(images) -> torch.Tensor:

@@ -132,25 +132,26 @@ def tiny_random_components(seed: int = 0) -> dict:
     Returns the ``components`` dict of a ``StableDiffusionPipeline`` (no safety checker), like diffusers' own
     ``get_dummy_components`` in its pipeline tests.
     """
-    import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from ..seeding import seeded
+
     tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=4, norm_num_groups=8)
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=8)
-    torch.manual_seed(seed)
+    with seeded(seed):  # each component seeded alone; the caller's random state is left as it was
+        unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                    attention_head_dim=4, norm_num_groups=8)
+    with seeded(seed):
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
+                            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                            block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=8)
     n = len(tokenizer)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=n, hidden_size=32, intermediate_size=64,
-                                                num_hidden_layers=2, num_attention_heads=4,
-                                                max_position_embeddings=MAX_LENGTH, **special_token_ids()))
+    with seeded(seed):
+        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=n, hidden_size=32, intermediate_size=64,
+                                                    num_hidden_layers=2, num_attention_heads=4,
+                                                    max_position_embeddings=MAX_LENGTH, **special_token_ids()))
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                 scheduler=DDIMScheduler(**scheduler_config()), safety_checker=None, feature_extractor=None,
                 image_encoder=None, requires_safety_checker=False)
