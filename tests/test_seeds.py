@@ -55,3 +55,28 @@ def test_train_unlearn_script_takes_seeds(tmp_path):
     assert last == tmp_path / "uce" / "seed_1"
     for s in (0, 1):
         assert json.loads((tmp_path / "uce" / f"seed_{s}" / "igmu_run.json").read_text())["config"]["seed"] == s
+
+
+def test_library_code_leaves_the_callers_random_state_alone():
+    """Building seeded things (a tiny pipeline, LPIPS' random backbone) neither reseeds nor advances the caller's
+    generator, and the same seed still gives the same weights."""
+    import re
+
+    import torch
+
+    from igmu_hf.metrics.perceptual import load_lpips
+    from igmu_hf.tiny_pipelines import tiny_pipeline
+
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = tiny_pipeline("sd1")
+    load_lpips("alex", pretrained_backbone=False)
+    assert torch.equal(torch.rand(4), expected)
+    second = tiny_pipeline("sd1")
+    assert all(torch.equal(a, b) for a, b in zip(first.unet.parameters(), second.unet.parameters()))
+    calls = [(p.relative_to(ROOT).as_posix(), n) for p in (ROOT / "src" / "igmu_hf").rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"torch\.(random\.)?manual_seed\(", line)]
+    # one place seeds (inside fork_rng); the mini world's training stages are scripts run on their own
+    assert {f for f, _ in calls} <= {"src/igmu_hf/seeding.py", "src/igmu_hf/mini/train.py"}, calls
