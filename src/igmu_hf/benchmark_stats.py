@@ -124,13 +124,12 @@ def task_resamples(task_items: dict[str, dict[str, list[dict]]], ref_items: dict
 
 
 def _front(points: dict[str, np.ndarray], used: list[int]) -> set[str]:
-    names = list(points)
-    front = set()
-    for n in names:
-        p = points[n][used]
-        if not any(np.all(points[o][used] >= p) and np.any(points[o][used] > p) for o in names if o != n):
-            front.add(n)
-    return front
+    """The Pareto front of one resample on the aspects ``used`` (:func:`igmu_hf.benchmark.pareto_front`)."""
+    from .benchmark import pareto_front
+
+    objectives = tuple(ASPECTS[k] for k in used)
+    return set(pareto_front({m: {a: float(p[k]) for a, k in zip(objectives, used)} for m, p in points.items()},
+                            objectives)[0])
 
 
 def _ranks(scores: dict[str, float]) -> dict[str, int]:

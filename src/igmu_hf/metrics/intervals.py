@@ -44,10 +44,6 @@ def rate_interval(flags: Sequence[bool] | np.ndarray, confidence: float = CONFID
     return wilson_interval(int(flags.sum()), int(flags.size), confidence)
 
 
-def _rng_seed(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
 def bootstrap_interval(values: Sequence[float] | np.ndarray, statistic: Callable = np.mean, seed: int = 0,
                        n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE) -> dict:
     """Seeded bootstrap interval of ``statistic`` over ``values`` (one per image or pair; scipy's BCa)."""
@@ -64,12 +60,12 @@ def bootstrap_interval(values: Sequence[float] | np.ndarray, statistic: Callable
         return {"low": v, "high": v, "n": n, "confidence": confidence,
                 "interval": "none (one item)" if n == 1 else "bootstrap (every item equal)"}
     res = bootstrap((x,), lambda a, axis: statistic(a, axis=axis), n_resamples=n_resamples,
-                    confidence_level=confidence, method="BCa", random_state=_rng_seed(seed), vectorized=True)
+                    confidence_level=confidence, method="BCa", random_state=np.random.default_rng(seed), vectorized=True)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     method = f"bootstrap BCa ({n_resamples} resamples, seed {seed})"
     if not (math.isfinite(low) and math.isfinite(high)):  # BCa undefined (degenerate resamples): percentile
         res = bootstrap((x,), lambda a, axis: statistic(a, axis=axis), n_resamples=n_resamples,
-                        confidence_level=confidence, method="percentile", random_state=_rng_seed(seed),
+                        confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed),
                         vectorized=True)
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
         method = f"bootstrap percentile ({n_resamples} resamples, seed {seed})"
@@ -86,18 +82,13 @@ def jackknife_interval(n: int, statistic_without: Callable[[np.ndarray], float],
     groups = min(groups, n)
     if groups < 2:
         return {"low": value, "high": value, "n": n, "confidence": confidence, "interval": "none (fewer than 2 items)"}
-    order = _rng_seed(seed).permutation(n)
+    order = np.random.default_rng(seed).permutation(n)
     parts = np.array_split(order, groups)
     thetas = np.array([statistic_without(np.setdiff1d(order, part)) for part in parts])
     se = math.sqrt((groups - 1) / groups * float(np.sum((thetas - thetas.mean()) ** 2)))
     half = float(t.ppf(0.5 + confidence / 2, groups - 1)) * se
     return {"low": max(lower_bound, value - half), "high": value + half, "n": n, "confidence": confidence,
             "interval": f"delete-a-group jackknife ({groups} groups, seed {seed}), value ± t·SE"}
-
-
-def resample_indices(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, n) indices drawn with replacement."""
-    return rng.integers(0, n, size=(n_resamples, n))
 
 
 def hierarchical_interval(groups: Sequence[Sequence[float]], seed: int = 0, n_resamples: int = BOOTSTRAP_RESAMPLES,
@@ -110,7 +101,7 @@ def hierarchical_interval(groups: Sequence[Sequence[float]], seed: int = 0, n_re
         raise ValueError("Every seed needs at least one item.")
     if len(arrays) == 1:
         return bootstrap_interval(arrays[0], seed=seed, n_resamples=n_resamples, confidence=confidence)
-    rng = _rng_seed(seed)
+    rng = np.random.default_rng(seed)
     stats = np.empty(n_resamples)
     picks = rng.integers(0, len(arrays), size=(n_resamples, len(arrays)))
     for b in range(n_resamples):
