@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..seeding import seeded
 from .architecture import LATENT_CHANNELS, build_tokenizer, clip_config, scheduler_config, unet_config, vae_config
 from .classifier import MiniClassifier, MiniClassifierConfig, classifier_loss, encode_labels
 from .domain import make_dataset
@@ -220,7 +221,6 @@ def train_clip(args, images, captions):
     tokenizer = build_tokenizer()
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids.to(accelerator.device)
-    torch.manual_seed(args.seed)
     model = CLIPModel(clip_config(len(tokenizer)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     sched = _cosine(opt, args, "clip")
@@ -244,7 +244,6 @@ def train_vae(args, images):
 
     accelerator = _accelerator(args)
     data = _Images(images, accelerator.device)
-    torch.manual_seed(args.seed)
     model = AutoencoderKL(**vae_config(args.latent_channels))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     sched = _cosine(opt, args, "vae")
@@ -277,7 +276,6 @@ def train_classifier(args, images, labels):
             raise FileNotFoundError(f"--classifier_vae_mix {args.classifier_vae_mix} needs a trained VAE in "
                                     f"{vae_dir}; run the vae stage first or pass --classifier_vae_mix 0.")
         vae = AutoencoderKL.from_pretrained(vae_dir).to(accelerator.device).eval().requires_grad_(False)
-    torch.manual_seed(args.seed)
     model = MiniClassifier(MiniClassifierConfig())
     targets, masks = encode_labels(labels)
     targets = {k: v.to(accelerator.device) for k, v in targets.items()}
@@ -341,7 +339,6 @@ def train_unet(args, images, captions):
     hidden, index = states["hidden"].to(dev), states["index"].to(dev)
 
     noise_scheduler = DDIMScheduler(**scheduler_config())  # only its training noise schedule is used
-    torch.manual_seed(args.seed)
     model = UNet2DConditionModel(**unet_config(latents.shape[1]))
     ema = EMAModel(model.parameters(), decay=0.999, model_cls=UNet2DConditionModel, model_config=model.config,
                    foreach=True)
@@ -405,14 +402,15 @@ def main(args):
         if (Path(args.output_dir) / stage / "final" / "config.json").exists():
             logger.info("stage %s already finished; skipping", stage)
             continue
-        if stage == "clip":
-            train_clip(args, images, captions)
-        elif stage == "vae":
-            train_vae(args, images)
-        elif stage == "classifier":
-            train_classifier(args, images, labels)
-        elif stage == "unet":
-            train_unet(args, images, captions)
+        with seeded(args.seed):  # each stage starts from the same seed; the caller's RNG is left as it was
+            if stage == "clip":
+                train_clip(args, images, captions)
+            elif stage == "vae":
+                train_vae(args, images)
+            elif stage == "classifier":
+                train_classifier(args, images, labels)
+            elif stage == "unet":
+                train_unet(args, images, captions)
     if args.export_to:
         export(args.output_dir, args.export_to)
 
