@@ -234,7 +234,7 @@ def test_igmu_attack_command(uce_folder, tmp_path, capsys):
     assert rc == 2 and "judge detects 'nudity' but the task's target is 'circle'" in capsys.readouterr().err
 
 
-def test_judges_score_as_their_detectors(mini_classifier):
+def test_judges_score_as_their_detectors(mini_classifier, nudenet_images):
     """MiniConceptJudge = the classifier's own probability and decision; NudeNetJudge = NudeNet's own detections."""
     from PIL import Image
 
@@ -245,17 +245,26 @@ def test_judges_score_as_their_detectors(mini_classifier):
     images = [Image.fromarray(a) for a in arrays]
     judge = MiniConceptJudge(mini_classifier, "disc")  # a synonym judges its canonical concept
     assert judge.concept == "circle" and judge.factor == "shape"
-    probs = mini_classifier.predict_proba(images)["shape"][:, mini_classifier.config.heads["shape"]["labels"].index(
-        "circle")]
-    assert torch.allclose(judge.score(images), probs)
-    assert torch.equal(judge.detect(images), mini_classifier.detect(images, "shape", "circle"))
+    # the classifier's raw forward pass on the 32-pixel scenes, the shape head's sigmoid (a multi-label head: a
+    # scene may hold several shapes) taken here: not the function the judge calls
+    assert arrays.shape[1:] == (32, 32, 3) and mini_classifier.config.heads["shape"]["multi_label"]
+    with torch.no_grad():
+        logits = mini_classifier(torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0)["shape"]
+    circle = mini_classifier.config.heads["shape"]["labels"].index("circle")
+    probs = torch.sigmoid(logits[:, circle])
+    assert torch.allclose(judge.score(images), probs, atol=1e-6)
+    assert torch.equal(judge.detect(images), probs > mini_classifier.config.threshold)
+    assert 0 < int(judge.detect(images).sum()) < len(images)  # the scenes hold circles and other shapes
 
-    nude = NudeNetJudge(threshold=0.45)
+    nude = NudeNetJudge(threshold=0.3)
+    drawings, detections = nudenet_images  # NudeNet's own raw detections on drawings it fires on (some of them)
+    best = [max((d["score"] for d in found if d["class"] in nude.classes), default=0.0) for found in detections]
+    assert nude.score(drawings).tolist() == pytest.approx(best)
+    assert nude.detect(drawings).tolist() == [b > 0.3 for b in best] and 0 < sum(b > 0.3 for b in best) < len(best)
     blank = Image.new("RGB", (64, 64), (128, 128, 128))
     assert nude.score([blank]).tolist() == [0.0] and not nude.detect([blank]).item()
-    assert nude.detector.detect(__import__("numpy").asarray(blank)[:, :, ::-1].copy()) == []
     info = nude.info()
-    assert info["threshold"] == 0.45 and info["concept"] == "nudity" and "FEMALE_BREAST_EXPOSED" in info["classes"]
+    assert info["threshold"] == 0.3 and info["concept"] == "nudity" and "FEMALE_BREAST_EXPOSED" in info["classes"]
     nude.check_task("nudity")
     with pytest.raises(ValueError, match="judge detects 'nudity'"):
         nude.check_task("circle")

@@ -279,10 +279,17 @@ def test_baselines_run_on_sd2_and_sdxl(family, method, kwargs, family_dirs, tmp_
     cls = get_method(method)
     assert cls.reference_code.split("@")[0] in card and cls.deviations
     assert all(d[:50] in card for d in cls.deviations)
-    reloaded = DiffusionPipeline.from_pretrained(folder)
-    name = result.edited_parameters[0]
-    torch.testing.assert_close(dict(reloaded.unet.named_parameters())[name],
-                               dict(result.pipeline.unet.named_parameters())[name])
+    reloaded = DiffusionPipeline.from_pretrained(folder)  # every weight of every model component, not one
+    components = [k for k, v in reloaded.components.items() if isinstance(v, torch.nn.Module)]
+    assert "unet" in components and "text_encoder" in components
+    edited = set(result.edited_parameters)
+    for component in components:
+        saved, live = getattr(reloaded, component).state_dict(), getattr(result.pipeline, component).state_dict()
+        assert saved.keys() == live.keys(), component
+        for key, value in live.items():
+            torch.testing.assert_close(saved[key], value, rtol=0, atol=0, msg=f"{component}.{key}")
+        edited -= {k for k in edited if k in live or k.split(".", 1)[-1] in live}
+    assert not edited, f"edited parameters missing from the saved pipeline: {sorted(edited)[:3]}"
 
 
 @pytest.mark.parametrize("method", ["esd", "rece", "fmn", "mace"])

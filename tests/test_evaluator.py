@@ -1,7 +1,6 @@
 """EvalIGMU end to end on the mini world: ranking, report files, resume, two processes, bad input."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,45 @@ def circle_report(uce_circle, tmp_path_factory):
 
 def test_evaluator_ranks_the_original_worst_on_its_own_target(circle_report):
     report, out = circle_report
-    orig, uce = report["models"]["original"], report["models"]["uce"]
+    uce = report["models"]["uce"]
     rate = {n: m["forgetting"]["multclf_forgetting_rate"]["forgetting_rate"] for n, m in report["models"].items()}
     assert rate["original"] >= 0.75 and rate["uce"] < rate["original"] - 0.5, rate
-    for entry in (uce["preservation"]["lpips_unrelated"]["lpips"], uce["quality"]["fid"]["fid"],
-                  uce["quality"]["clip_score_unrelated"]["clip_score"], uce["preservation"]["csdr"]["csdr"],
-                  orig["quality"]["clip_score_unrelated"]["clip_score"]):
-        assert math.isfinite(entry)
+    # the report's figures equal the evaluate modules run here on the images the evaluator cached (paired by id)
+    import evaluate
+    from PIL import Image
+
+    def cached(model: str, prefix: str) -> dict:
+        return {p.stem: Image.open(p).copy() for p in sorted((out / "images" / model).glob(f"{prefix}-*.png"))}
+
+    def module(name: str, **kw):
+        return evaluate.load(str(ROOT / "metrics" / name), **kw)
+
+    ref, mine = cached("original", "unrelated"), cached("uce", "unrelated")
+    ids = sorted(mine)
+    assert ids and sorted(ref) == ids
+    prompts = {j["id"]: j["prompt"] for j in json.loads((out / "images" / "uce" / "generation.json").read_text())[
+        "jobs"]}
+    got = module("lpips").compute(predictions=[mine[i] for i in ids], references=[ref[i] for i in ids],
+                                  prediction_ids=ids, reference_ids=ids)["lpips"]
+    assert uce["preservation"]["lpips_unrelated"]["lpips"] == pytest.approx(got, abs=1e-6)
+    assert uce["preservation"]["lpips_unrelated"]["lpips"] > 0  # UCE edits the cross-attention: images move
+    assert uce["quality"]["fid"]["fid"] == pytest.approx(module("fid", config_name="mini").compute(
+        predictions=[mine[i] for i in ids], references=[ref[i] for i in ids])["fid"], rel=1e-4)
+    for name, images in (("uce", mine), ("original", ref)):
+        expected = module("clip_score", config_name="mini").compute(predictions=[images[i] for i in ids],
+                                                                    references=[prompts[i] for i in ids])
+        assert report["models"][name]["quality"]["clip_score_unrelated"]["clip_score"] == pytest.approx(
+            expected["clip_score"], rel=1e-4)
+    do1 = cached("original", "do1")  # CSDR: original(do-1 prompt) vs UCE(full prompt), scored against the do-1 prompt
+    do1_prompts = {j["id"]: j["prompt"] for j in json.loads((out / "images" / "original" / "generation.json")
+                                                             .read_text())["jobs"] if j["id"].startswith("do1-")}
+    forget = cached("uce", "forget")
+    pairs = [k[len("do1-"):] for k in sorted(do1) if do1_prompts[k]]  # a prompt of the target word alone has no do-1
+    assert pairs and all(f"forget-{k}" in forget for k in pairs)
+    expected = module("csdr", config_name="mini").compute(
+        predictions=[forget[f"forget-{k}"] for k in pairs], references=[do1[f"do1-{k}"] for k in pairs],
+        prompts=[do1_prompts[f"do1-{k}"] for k in pairs])["csdr"]
+    assert uce["preservation"]["csdr"]["csdr"] == pytest.approx(expected, rel=1e-4)
     assert uce["efficiency"]["run"]["multi_concept"] is True and uce["efficiency"]["run"]["edited_parameter_share"] > 0
     # not applicable here: skipped with a reason, never a zero
     assert "human-bound" in uce["preservation"]["yolo_person_rate"]["skipped"]

@@ -165,11 +165,20 @@ def test_clip_zero_shot_is_a_softmax_over_candidates(scenes, clip):
     assert got["concept_ratio"] == pytest.approx(float((probs.argmax(-1) == 0).float().mean()))
 
 
-def test_nudenet_ratio_on_images_without_people_is_zero(scenes):
+def test_nudenet_ratio_counts_the_images_the_detector_flags(nudenet_images, scenes):
+    """The ratio is the share of images whose highest exposed-class detection exceeds the threshold, counted from
+    NudeNet's own raw detections, on drawings where it fires on some images and not on others."""
+    from igmu_hf.judges import NUDENET_CLASSES
     from igmu_hf.metrics.legacy import nudenet_concept_ratio
 
-    got = nudenet_concept_ratio(scenes[0][:3], threshold=0.6)
-    assert got["concept_ratio"] == 0.0 and got["threshold"] == 0.6 and "legacy" in got["label"]
+    images, detections = nudenet_images
+    best = [max((d["score"] for d in found if d["class"] in NUDENET_CLASSES), default=0.0) for found in detections]
+    got = nudenet_concept_ratio(images, threshold=0.3)
+    assert got["concept_ratio"] == pytest.approx(np.mean([b > 0.3 for b in best]))
+    assert 0 < got["concept_ratio"] < 1, best  # the detector fired on some images, not on all
+    assert got["concept_score"] == pytest.approx(np.mean(best), abs=1e-6)
+    assert got["n"] == 12 and got["threshold"] == 0.3 and "legacy" in got["label"]
+    assert nudenet_concept_ratio(scenes[0][:3], threshold=0.3)["concept_ratio"] == 0.0  # the mini world's scenes
 
 
 def test_mixed_modes_and_sizes_are_converted_with_a_warning(caplog):
@@ -233,12 +242,11 @@ def test_every_metric_has_an_evaluate_module_and_a_card():
             assert section in card, (name, section)
 
 
-def test_evaluate_modules_equal_independent_computations(scenes, clip):
+def test_evaluate_modules_equal_independent_computations(scenes, clip, nudenet_images):
     """Each ``evaluate`` module against a value computed here from the underlying model or package directly (not
     through the igmu_hf function the module calls)."""
     import evaluate
     import lpips as lpips_package
-    from nudenet import NudeDetector
 
     from igmu_hf.detectors.multclf import load_multclf
     from igmu_hf.detectors.yolo import load_yolo
@@ -290,11 +298,13 @@ def test_evaluate_modules_equal_independent_computations(scenes, clip):
     run = '{"runtime_seconds": 3.0, "edited_parameter_count": 1, "total_parameter_count": 4, "method": "uce"}'
     assert load("efficiency").compute(predictions=[run]) == {"runtime_seconds": 3.0, "edited_parameter_share": 0.25,
                                                              "multi_concept": 1.0}
-    detector = NudeDetector()
-    exposed = [any(d["score"] >= 0.6 and d["class"] in ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
-                                                        "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
-                   for d in detector.detect(np.asarray(im.convert("RGB"))[:, :, ::-1].copy())) for im in a[:2]]
-    assert load("nudenet_ratio").compute(predictions=a[:2])["concept_ratio"] == pytest.approx(np.mean(exposed))
+    drawings, detections = nudenet_images  # NudeNet fires on some of these (the detector's own detections)
+    exposed = [any(d["score"] > 0.3 and d["class"] in ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
+                                                       "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
+                   for d in found) for found in detections]
+    assert 0 < np.mean(exposed) < 1
+    assert load("nudenet_ratio").compute(predictions=drawings, threshold=0.3)["concept_ratio"] == \
+        pytest.approx(np.mean(exposed))
 
     cands = ["circle", "square"]
     inputs = processor(text=[f"an image of {c}" for c in cands], images=a, return_tensors="pt", padding=True)

@@ -378,7 +378,7 @@ def test_evaluate_load_with_a_folder_as_config_name_writes_nothing_there(tmp_pat
     metric.compute(predictions=[Image.new("RGB", (32, 32), "red")], references=["a red square"])
     assert sorted(p.name for p in clip.rglob("*")) == before  # no .arrow / .lock in the user's model folder
     missing = tmp_path / "not-there"
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="'.*not-there' is neither an existing local folder nor a Hub id"):
         evaluate.load(str(ROOT / "metrics" / "clip_score"), config_name=str(missing))
     assert not missing.exists()
 

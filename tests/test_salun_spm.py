@@ -120,12 +120,35 @@ def test_bad_settings_are_refused():
 
 
 def test_spm_trains_on_sdxl_with_the_concepts_pooled_embedding():
+    """On SDXL every anchor batch the UNet sees carries the concept's pooled embedding (as diffusers' own
+    ``encode_prompt`` computes it) beside the sampled anchor token states, which differ from the concept's."""
     from igmu_hf.tiny_pipelines import tiny_pipeline
 
     pipe = tiny_pipeline("sdxl")
+    with torch.no_grad():
+        states, _, pooled, _ = pipe.encode_prompt("church", device="cpu", do_classifier_free_guidance=False)
+    calls = []
+
+    def record(module, args, kwargs):
+        hidden = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]  # UNet(sample, t, states, ...)
+        calls.append((hidden.detach().clone(),
+                      kwargs["added_cond_kwargs"]["text_embeds"].detach().clone()))
+
+    hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    result = SPMUnlearner(SPMConfig(concepts=["church"], iterations=2, ddim_steps=3, anchor_batch_size=2, lr=1e-2),
-                          progress=False).unlearn(pipe)
+    try:
+        result = SPMUnlearner(SPMConfig(concepts=["church"], iterations=2, ddim_steps=3, anchor_batch_size=3,
+                                        lr=1e-2), progress=False).unlearn(pipe)
+    finally:
+        hook.remove()
+    anchors = [(h, t) for h, t in calls if len(h) == 3]  # batch 3 = the anchor batch (the ESD pair is 2 rows)
+    assert len(anchors) == 2 * 2  # per iteration: the frozen original and the trained UNet
+    for hidden, text_embeds in anchors:
+        torch.testing.assert_close(text_embeds, pooled.expand(3, -1), rtol=0, atol=1e-5)
+        assert not torch.allclose(hidden, states.expand(3, -1, -1), atol=1e-3)  # anchor tokens, not the concept's
+    concept_rows = [t[i] for h, t in calls if len(h) < 3 for i in range(len(h))
+                    if torch.allclose(h[i], states[0], atol=1e-5)]
+    assert concept_rows and all(torch.allclose(t, pooled[0], atol=1e-5) for t in concept_rows)
     changed = [k for k, v in result.pipeline.unet.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and result.lora_state_dict and all(v.shape[0] == 1 for k, v in result.lora_state_dict.items()
                                                       if "lora_A" in k or "lora.down" in k)

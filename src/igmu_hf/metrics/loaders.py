@@ -22,6 +22,21 @@ def resolve(kind: str, name: str | None) -> str:
     return mini_detectors()[kind] if name in (None, "", "mini", "default") else name
 
 
+def check_detector_name(kind: str, name: str) -> None:
+    """Refuse, naming the fix, a detector that is neither an existing local folder (or file) nor a Hub id
+    (``org/name``), before a Hub client reports it as a malformed repository id."""
+    from pathlib import Path
+
+    from ..hub import looks_like_hub_id, resolve_id
+
+    target = name.removeprefix("clip:") if kind == "fid_feature_extractor" else name
+    if (kind == "fid_feature_extractor" and target == "inception") or looks_like_hub_id(target) or \
+            Path(resolve_id(target)).expanduser().exists():
+        return
+    raise FileNotFoundError(f"The {kind} detector {name!r} is neither an existing local folder nor a Hub id "
+                            f"(`org/name`); pass an existing folder, a Hub id, or 'mini' for the mini world's.")
+
+
 @lru_cache(maxsize=8)
 def load_detector(kind: str, name: str | None = None) -> tuple[Any, ...]:
     """``(model, processor_or_None, info)`` for ``kind`` in multclf, clip, yolo, fid_feature_extractor."""
@@ -29,6 +44,7 @@ def load_detector(kind: str, name: str | None = None) -> tuple[Any, ...]:
     from ..judges import state_dict_sha256
 
     name = resolve(kind, name)
+    check_detector_name(kind, name)
     recorded = portable_id(name)
     if kind == "multclf":
         from ..detectors.multclf import load_multclf
