@@ -108,7 +108,8 @@ class SPMUnlearner(TrainedUnlearner):
 
     requires = ("ddpm_unet",)
     display_name = "SPM"
-    reference_code = "Con6924/SPM@1ec9df5: train_spm.py, src/models/spm.py"
+    reference_code = ("Con6924/SPM@3dd762e: train_spm.py, src/models/spm.py (the code is unchanged since its first "
+                      "commit ac38a89)")
     deviations = ("The membrane is always on at strength 1 (a plain LoRA; the authors' facilitated transport scales it "
                   "per prompt at inference with a custom pipeline).",
                   "Adam at a constant learning rate (the authors: AdamW8bit, cosine with restarts, 500 warm-up steps).",
