@@ -22,7 +22,8 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 COMMANDS = {"sample_size": "python benchmarks/sample_size.py",
-            "benchmark_matrix_preset": "python benchmarks/bench_benchmark_matrix.py"}
+            "benchmark_matrix_preset": "python benchmarks/bench_benchmark_matrix.py",
+            "method_checks": "python benchmarks/bench_method_checks.py"}
 
 
 def _source(result: dict, name: str) -> str:
@@ -61,7 +62,19 @@ def render_benchmark_matrix_preset(result: dict) -> str:
             f"{_source(result, 'benchmark_matrix_preset')}.")
 
 
-RENDERERS = {"sample_size": render_sample_size, "benchmark_matrix_preset": render_benchmark_matrix_preset}
+def render_method_checks(result: dict) -> str:
+    checks = result["data"]["checks"]
+    bar = [k for k, c in checks.items() if c["meets_bar"]]
+    short = [k for k, c in checks.items() if not c["meets_bar"]]
+    runs = {c["runs"] for c in checks.values()}
+    return (f"{len(checks)} method checks, each run {min(runs)}–{max(runs)} times (generation seeds "
+            f"{result['data']['generation_seeds']}, training seeds {result['data']['training_seeds']}): meeting the "
+            f"bar in every run, and asserted on it: {', '.join(bar) or 'none'}; short of it in some run, and asserted "
+            f"on their record: {', '.join(short) or 'none'} {_source(result, 'method_checks')}.")
+
+
+RENDERERS = {"sample_size": render_sample_size, "benchmark_matrix_preset": render_benchmark_matrix_preset,
+             "method_checks": render_method_checks}
 
 
 def render(name: str) -> str:

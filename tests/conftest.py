@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -6,10 +9,19 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# A fixed thread count, not the machine's: float sums (and so borderline images) depend on it. IGMU_TEST_THREADS=1
-# runs the suite as one thread would (tests/README.md).
-TEST_THREADS = int(os.environ.get("IGMU_TEST_THREADS", "2"))
+# pytest-xdist's worker name ("gw0", "gw1"), absent in a run without workers (`pytest -n 0`)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# A fixed thread count, not the machine's: float sums (and so borderline images) depend on it. The default run is one
+# process of two threads; with pytest-xdist (`-n 2`) each worker has one. IGMU_TEST_THREADS sets it either way
+# (tests/README.md).
+TEST_THREADS = int(os.environ.get("IGMU_TEST_THREADS", "1" if WORKER else "2"))
 torch.set_num_threads(TEST_THREADS)
+# The caches tests write into (evaluate's copied metric scripts, datasets' builds) belong to this run and worker,
+# never the user's or another worker's: set before evaluate or datasets is imported.
+_CACHES = tempfile.mkdtemp(prefix=f"igmu-tests-{WORKER or 'main'}-")
+os.environ["HF_MODULES_CACHE"] = os.path.join(_CACHES, "modules")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHES, "datasets")
+atexit.register(shutil.rmtree, _CACHES, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -114,18 +126,35 @@ def mini_multclf():
 
 
 @pytest.fixture(scope="session")
-def original_multclf_rates(mini_pipeline, mini_multclf):
-    """``original_multclf_rates(target, images_per_prompt)``: the original mini model's MultClf rates on a task,
-    generated once per test session and shared by every method's test."""
-    from igmu_hf.evaluation import multclf_task_rates
+def check_original(mini_pipeline, mini_multclf):
+    """``check_original(target)``: the original mini model's MultClf verdicts on a method check's images
+    (``igmu_hf.method_checks``, generation seed 0), generated once per test session and shared by every check."""
+    from igmu_hf.method_checks import task_verdicts
 
     cache = {}
 
-    def get(target: str, images_per_prompt: int = 3) -> dict:
-        key = (target, images_per_prompt)
-        if key not in cache:
-            cache[key] = multclf_task_rates(mini_pipeline, target, mini_multclf, images_per_prompt=images_per_prompt)
-        return cache[key]
+    def get(target: str) -> dict:
+        if target not in cache:
+            cache[target] = task_verdicts(mini_pipeline, target, mini_multclf)
+        return cache[target]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def method_check(check_original, mini_multclf, tmp_path_factory):
+    """``method_check(method, target)``: the outcome of ``method``'s mini-world check (``igmu_hf.method_checks``,
+    training seed 0, generation seed 0) with its unlearned pipeline under ``"pipeline"``; each method is trained
+    once per test session for every test that needs it (the check itself, the attack comparisons)."""
+    from igmu_hf.method_checks import run_method_check
+
+    cache = {}
+
+    def get(method: str, target: str) -> dict:
+        if (method, target) not in cache:
+            out = tmp_path_factory.mktemp(f"{method}_{target}") / method
+            cache[(method, target)] = run_method_check(method, target, check_original(target), mini_multclf, str(out))
+        return cache[(method, target)]
 
     return get
 

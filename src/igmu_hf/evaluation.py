@@ -73,13 +73,18 @@ def evaluate_forgetting(pipelines: dict, target: str, classifier, images_per_pro
 
 
 def multclf_task_rates(pipe, target: str, multclf=None, images_per_prompt: int = 3, n_prompts: int = 8,
-                       seed: int = 0, progress: bool = False) -> dict:
+                       seed: int = 0, progress: bool = False, unrelated_images_per_prompt: int | None = None) -> dict:
     """EvalIGMU's MultClf verdict on a mini-world task: the rate of ``target`` on its prompts
     (``forgetting_rate``) and, for each other value of its factor, that value's rate on its own prompts
     (``unrelated[other]["own_rate"]``). Same prompts and seeds for every model; ``multclf`` is ``(model,
     processor)`` (default: the shipped mini MultClf). The judge the method tests and preset searches use: it is
-    independent of any detector a method builds with."""
-    from .metrics.forgetting import forgetting_rate
+    independent of any detector a method builds with.
+
+    Each rate comes with its Wilson 95 % interval (``low``, ``high``, ``n``) and its per-image verdicts (``flags``,
+    1 = the head says the value is there), image ``i`` drawn from the same prompt and seed for every model, so two
+    models' verdicts can be paired (:mod:`igmu_hf.method_checks`). ``unrelated_images_per_prompt`` (default
+    ``images_per_prompt``) sets the other values' images per prompt."""
+    from .metrics.forgetting import forgetting_rate_from_probabilities, multclf_probabilities
     from .mini.prompts import task_prompts
 
     if multclf is None:
@@ -90,14 +95,19 @@ def multclf_task_rates(pipe, target: str, multclf=None, images_per_prompt: int =
     model, processor = multclf
     tp = task_prompts(target, n_prompts)
 
-    def rate(prompts, head):
-        ps = [p for p in prompts for _ in range(images_per_prompt)]
+    def rate(prompts, head, key, per_prompt=images_per_prompt):
+        ps = [p for p in prompts for _ in range(per_prompt)]
         images = generate_images(pipe, ps, [seed + i for i in range(len(ps))], progress=progress, desc=head,
                                  **MINI_GENERATION)
-        return forgetting_rate(images, model, processor, head)["forgetting_rate"]
+        probabilities = multclf_probabilities(images, model, processor, head)
+        result = forgetting_rate_from_probabilities(probabilities, model.config.threshold)
+        return {key: result["forgetting_rate"], "low": result["low"], "high": result["high"], "n": result["n"],
+                "flags": (probabilities.float() > model.config.threshold).int().tolist()}
 
-    return {"forgetting_rate": rate(tp["target_prompts"], tp["target"]),
-            "unrelated": {other: {"own_rate": rate(prompts, other)} for other, prompts in tp["unrelated"].items()}}
+    target_entry = rate(tp["target_prompts"], tp["target"], "forgetting_rate")
+    return {**target_entry, "target": tp["target"],
+            "unrelated": {other: rate(prompts, other, "own_rate", unrelated_images_per_prompt or images_per_prompt)
+                          for other, prompts in tp["unrelated"].items()}}
 
 
 def _detector_info(classifier) -> dict:
