@@ -36,7 +36,7 @@ def main() -> None:
     from igmu_hf import method_checks as mc
     from igmu_hf.atomic import write_text_atomic
 
-    all_checks = mc.checks()
+    all_checks = mc.checks(styles=True)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="*", default=None, help="Only these methods (default: every check).")
     p.add_argument("--generation_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

@@ -63,14 +63,21 @@ def render_benchmark_matrix_preset(result: dict) -> str:
 
 
 def render_method_checks(result: dict) -> str:
+    from igmu_hf.method_checks import checks as suite_checks
+
     checks = result["data"]["checks"]
-    bar = [k for k, c in checks.items() if c["meets_bar"]]
-    short = [k for k, c in checks.items() if not c["meets_bar"]]
+    in_suite = {f"{m}/{t}" for m, t in suite_checks()}
+    bar = [k for k, c in checks.items() if c["meets_bar"] and k in in_suite]
+    short = [k for k, c in checks.items() if not c["meets_bar"] and k in in_suite]
+    extra = [f"{k} ({'meets the bar' if c['meets_bar'] else 'short of it'})" for k, c in checks.items()
+             if k not in in_suite]
     runs = {c["runs"] for c in checks.values()}
     return (f"{len(checks)} method checks, each run {min(runs)}–{max(runs)} times (generation seeds "
             f"{result['data']['generation_seeds']}, training seeds {result['data']['training_seeds']}): meeting the "
             f"bar in every run, and asserted on it: {', '.join(bar) or 'none'}; short of it in some run, and asserted "
-            f"on their record: {', '.join(short) or 'none'} {_source(result, 'method_checks')}.")
+            f"on their record: {', '.join(short) or 'none'}"
+            + (f"; recorded only, not run by `pytest -q`: {', '.join(extra)}" if extra else "")
+            + f" {_source(result, 'method_checks')}.")
 
 
 RENDERERS = {"sample_size": render_sample_size, "benchmark_matrix_preset": render_benchmark_matrix_preset,

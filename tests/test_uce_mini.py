@@ -1,31 +1,12 @@
-"""UCE really forgets on the trained mini world, and leaves unrelated shapes alone."""
+"""UCE end to end on the mini world: `igmu unlearn` then `igmu evaluate`, the demo, the report folder. Whether UCE
+forgets and keeps is its method check (tests/test_method_checks.py, on intervals over 64 target images and 32 of
+each other shape)."""
 
 import json
 
 import pytest
 
 from igmu_hf.cli import main
-from igmu_hf.evaluation import evaluate_forgetting
-from igmu_hf.hub import load_pipeline
-from igmu_hf.methods import UCEConfig, UCEUnlearner
-from igmu_hf.mini import PIPELINE_PATH
-from igmu_hf.taxonomy import categorize
-
-
-@pytest.mark.parametrize("target", ["circle", "star"])
-def test_uce_halves_the_forgetting_rate_and_preserves_other_shapes(mini_classifier, target):
-    spec = categorize(target)
-    unlearned = UCEUnlearner(UCEConfig(concepts=[target], preserve_concepts=spec.preserve_prompts)).unlearn(
-        load_pipeline(PIPELINE_PATH)).pipeline
-    report = evaluate_forgetting({"original": load_pipeline(PIPELINE_PATH), "uce": unlearned}, target,
-                                 mini_classifier, images_per_prompt=3, progress=False)
-    orig, uce = report["models"]["original"], report["models"]["uce"]
-    print(json.dumps({k: {"target": v["forgetting_rate"], **{o: u["own_rate"] for o, u in v["unrelated"].items()}}
-                      for k, v in report["models"].items()}))
-    assert orig["forgetting_rate"] >= 0.6, "nothing to forget: the original rarely draws the target"
-    assert uce["forgetting_rate"] <= 0.5 * orig["forgetting_rate"]
-    for other in orig["unrelated"]:
-        assert abs(uce["unrelated"][other]["own_rate"] - orig["unrelated"][other]["own_rate"]) <= 0.10, other
 
 
 def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):

@@ -142,12 +142,17 @@ def pass_probability(rate: float, n: int, bar: float) -> float:
     return float(binom.cdf(max(passing), n, rate)) if passing else 0.0
 
 
-def checks() -> list[tuple[str, str]]:
-    """Every ``(method, target)`` the suite checks: each registered method on a shape ("circle"), and the
-    closed-form editors (seconds each) on a style ("sketch") as well."""
+def checks(styles: bool = False) -> list[tuple[str, str]]:
+    """Every ``(method, target)`` the suite checks: each registered method on a shape ("circle"). With ``styles``,
+    also the closed-form editors (UCE, RECE, MACE) on a style ("sketch"), which the record
+    (``benchmarks/bench_method_checks.py``) measures but the suite leaves out: two minutes of its time for a second
+    factor of methods it already checks on the first."""
     from .methods import list_methods
 
-    return [(m, "circle") for m in list_methods()] + [(m, "sketch") for m in ("uce", "rece", "mace")]
+    return [(m, "circle") for m in list_methods()] + ([(m, "sketch") for m in STYLE_CHECKED] if styles else [])
+
+
+STYLE_CHECKED = ("uce", "rece", "mace")
 
 
 # Where a check trains for less than the mini preset, so the suite keeps to its time on 2 cores (the record is
