@@ -74,7 +74,6 @@ def main() -> None:
             for g in args.generation_seeds:
                 outcome = first if g == args.generation_seeds[0] else mc.check_outcome(
                     original(target, g), mc.task_verdicts(pipe, target, multclf, g))
-                outcome = {k: v for k, v in outcome.items() if k != "pipeline"}
                 outcome["runtime_s"] = first["runtime_s"]
                 write_text_atomic(paths[g], json.dumps(outcome))
                 print(json.dumps({"method": method, "target": target, "training_seed": t, "generation_seed": g,

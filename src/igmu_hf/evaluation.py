@@ -84,7 +84,7 @@ def multclf_task_rates(pipe, target: str, multclf=None, images_per_prompt: int =
     1 = the head says the value is there), image ``i`` drawn from the same prompt and seed for every model, so two
     models' verdicts can be paired (:mod:`igmu_hf.method_checks`). ``unrelated_images_per_prompt`` (default
     ``images_per_prompt``) sets the other values' images per prompt."""
-    from .metrics.forgetting import forgetting_rate_from_probabilities, multclf_probabilities
+    from .metrics.forgetting import concept_flags, forgetting_rate_from_probabilities, multclf_probabilities
     from .mini.prompts import task_prompts
 
     if multclf is None:
@@ -102,7 +102,7 @@ def multclf_task_rates(pipe, target: str, multclf=None, images_per_prompt: int =
         probabilities = multclf_probabilities(images, model, processor, head)
         result = forgetting_rate_from_probabilities(probabilities, model.config.threshold)
         return {key: result["forgetting_rate"], "low": result["low"], "high": result["high"], "n": result["n"],
-                "flags": (probabilities.float() > model.config.threshold).int().tolist()}
+                "flags": concept_flags(probabilities, model.config.threshold).tolist()}
 
     target_entry = rate(tp["target_prompts"], tp["target"], "forgetting_rate")
     return {**target_entry, "target": tp["target"],

@@ -5,8 +5,9 @@ records each method's outcome in ``docs/results/method_checks.json``).
 
 A check trains ``method`` on the embedded mini world with the world's preset (``igmu unlearn --method NAME``), draws
 :data:`TARGET_IMAGES_PER_PROMPT` images for each of :data:`NUM_PROMPTS` prompts of the target and
-:data:`IMAGES_PER_PROMPT` for each prompt of every other value of its factor, with the same prompts and seeds as the original model, and has EvalIGMU's MultClf heads judge them (no method
-builds with MultClf, so the judge is independent of the method). Two verdicts:
+:data:`IMAGES_PER_PROMPT` for each prompt of every other value of its factor, with the same prompts and seeds as
+the original model, and has EvalIGMU's MultClf heads judge them (no method builds with MultClf, so the judge is
+independent of the method). Two verdicts:
 
 * **forgets**: the upper 95 % Wilson bound of the unlearned target rate lies below :data:`FORGET_BAR` × the lower
   95 % bound of the original's (the rate at least halves, beyond sampling doubt);
@@ -82,8 +83,8 @@ def check_outcome(original: dict, unlearned: dict) -> dict:
 def run_method_check(method: str, target: str, original: dict, multclf, output_dir: str, seed: int = 0,
                      generation_seed: int = 0, method_kwargs: dict | None = None) -> dict:
     """Train ``method`` on ``target`` (training seed ``seed``) into ``output_dir`` and check it against the
-    original model's :func:`task_verdicts` (same ``generation_seed``), with :data:`CHECK_KWARGS` over the preset. Returns :func:`check_outcome` plus the
-    training runtime; the unlearned pipeline is under ``"pipeline"``."""
+    original model's :func:`task_verdicts` (same ``generation_seed``), with :data:`CHECK_KWARGS` over the preset.
+    Returns :func:`check_outcome` plus the training runtime; the unlearned pipeline is under ``"pipeline"``."""
     from .api import run_unlearn
 
     kwargs = {**CHECK_KWARGS.get(method, {}), **(method_kwargs or {})}

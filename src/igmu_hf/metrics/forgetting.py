@@ -19,6 +19,11 @@ def multclf_probabilities(images: Sequence, model, processor, task: str, batch_s
     return torch.cat(out)
 
 
+def concept_flags(probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Per-image verdicts, 1 where the head says "target" (probability > threshold), 0 elsewhere."""
+    return (torch.as_tensor(probabilities).float() > threshold).int()
+
+
 def forgetting_rate_from_probabilities(probabilities: torch.Tensor, threshold: float = 0.5) -> dict:
     """Share of images whose head says "target" (probability > threshold; for a binary head at 0.5 this is the
     argmax of [not target, target]). Lower is better."""
@@ -30,7 +35,7 @@ def forgetting_rate_from_probabilities(probabilities: torch.Tensor, threshold: f
     check_number("threshold", threshold, 0, 1)
     from .intervals import rate_interval, with_interval
 
-    flags = (p > threshold).numpy()
+    flags = concept_flags(p, threshold).numpy()
     return with_interval({"forgetting_rate": float(flags.mean()), "mean_probability": float(p.mean()),
                           "num_images": int(p.numel()), "threshold": threshold}, rate_interval(flags))
 
