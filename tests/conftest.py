@@ -11,9 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # pytest-xdist's worker name ("gw0", "gw1"), absent in a run without workers (`pytest -n 0`)
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-# A fixed thread count, not the machine's: float sums (and so borderline images) depend on it. The default run is one
-# process of two threads; with pytest-xdist (`-n 2`) each worker has one. IGMU_TEST_THREADS sets it either way
-# (tests/README.md).
+# A fixed thread count, not the machine's: float sums (and so borderline images) depend on it. The default run is two
+# pytest-xdist workers of one thread each (the record's count); `pytest -n 0` is one process of two. IGMU_TEST_THREADS
+# sets it either way (tests/README.md).
 TEST_THREADS = int(os.environ.get("IGMU_TEST_THREADS", "1" if WORKER else "2"))
 torch.set_num_threads(TEST_THREADS)
 # The caches tests write into (evaluate's copied metric scripts, datasets' builds) belong to this run and worker,
@@ -126,16 +126,29 @@ def mini_multclf():
 
 
 @pytest.fixture(scope="session")
-def check_original(mini_pipeline, mini_multclf):
+def check_original(mini_pipeline, mini_multclf, tmp_path_factory):
     """``check_original(target)``: the original mini model's MultClf verdicts on a method check's images
-    (``igmu_hf.method_checks``, generation seed 0), generated once per test session and shared by every check."""
+    (``igmu_hf.method_checks``, generation seed 0), generated once per test run and shared by every check; under
+    pytest-xdist the first worker to need them writes them (JSON, under a file lock) into the run's folder that all
+    workers share, and the others read them."""
+    import json
+
+    from filelock import FileLock
+
+    from igmu_hf.atomic import write_text_atomic
     from igmu_hf.method_checks import task_verdicts
 
+    # the run's base folder is per worker under xdist; its parent is the run's
+    shared = tmp_path_factory.getbasetemp().parent if WORKER else tmp_path_factory.getbasetemp()
     cache = {}
 
     def get(target: str) -> dict:
         if target not in cache:
-            cache[target] = task_verdicts(mini_pipeline, target, mini_multclf)
+            path = shared / f"check_original_{target}.json"
+            with FileLock(f"{path}.lock"):
+                if not path.exists():
+                    write_text_atomic(path, json.dumps(task_verdicts(mini_pipeline, target, mini_multclf)))
+            cache[target] = json.loads(path.read_text())
         return cache[target]
 
     return get

@@ -9,6 +9,11 @@ import torch
 from igmu_hf.api import run_unlearn
 from igmu_hf.hub import load_pipeline
 
+
+# the module's fixtures (adv_run) are built once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("advunlearn")
+
+
 FAST = {"iterations": 5, "warmup_iterations": 2, "attack_steps": 2, "ddim_steps": 5, "lr": 1e-3,
         "retain_batch_size": 2}
 

@@ -16,6 +16,10 @@ from igmu_hf.mini import PIPELINE_PATH
 from igmu_hf.mini.prompts import task_prompts
 
 
+# the module's fixtures (uce_folder, concept_inversion_run) are built once: all its tests run in one xdist worker
+pytestmark = pytest.mark.xdist_group("attacks")
+
+
 PROMPTS = task_prompts("circle", 8)["target_prompts"][:6]
 
 

@@ -332,15 +332,6 @@ def test_a_planted_backup_link_is_never_restored_or_emptied(tmp_path, capsys):
     assert {k: v for k, v in tree_hashes(tmp_path).items() if k in before} == before
 
 
-def test_the_demo_runs_twice_in_its_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    for _ in range(2):
-        rc, out, err = run_cli(capsys, "demo")
-        assert rc == 0, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["igmu_demo"]
-    assert not [p for p in (tmp_path / "igmu_demo").iterdir() if p.name.endswith(".igmu-lock")]
-
-
 # ---------------------------------------------------------------- nothing diverged is saved
 @pytest.mark.parametrize("method, kwargs", [
     ("duo", {"base_lr": 1e12, "num_pairs": 2, "num_inference_steps": 2, "max_train_steps": 3, "train_batch_size": 2,
@@ -430,16 +421,27 @@ def readme_walk() -> tuple[list[str], str]:
     return commands, snippet
 
 
-def test_the_readme_first_commands_run_as_written_twice(tmp_path):
+def test_the_readme_first_commands_run_as_written_and_again(tmp_path, monkeypatch):
+    """Run as written (each line a shell command, the snippet a Python process), then again in the same folder: the
+    second time through the CLI's ``main`` and the snippet in this process (the same code, without paying the
+    interpreter's start-up twice), as a user re-running the README over their earlier outputs."""
+    import shlex
+
+    from igmu_hf.cli import main as igmu_main
+
     commands, snippet = readme_walk()
     assert commands[0] == "igmu demo" and any(c.startswith("igmu evaluate") for c in commands)
-    for attempt in range(2):
-        for command in commands:
-            proc = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, env=ENV,
-                                  timeout=600)
-            assert proc.returncode == 0, f"run {attempt + 1}: {command}\n{proc.stderr[-2000:]}"
-        proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, env=ENV,
-                              timeout=600)
-        assert proc.returncode == 0, f"run {attempt + 1}: the Python snippet\n{proc.stderr[-2000:]}"
+    for command in commands:
+        proc = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600)
+        assert proc.returncode == 0, f"{command}\n{proc.stderr[-2000:]}"
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, env=ENV,
+                          timeout=600)
+    assert proc.returncode == 0, f"the Python snippet\n{proc.stderr[-2000:]}"
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "igmu" and igmu_main(argv[1:]) == 0, f"again: {command}"
+    exec(compile(snippet, "README.md", "exec"), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["igmu_demo", "out"]  # no lock or partial folder left
+    assert not [p for p in (tmp_path / "igmu_demo").iterdir() if p.name.endswith(".igmu-lock")]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report", "uce-circle", "uce-circle-python"]

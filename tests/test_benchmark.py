@@ -10,6 +10,10 @@ import yaml
 from igmu_hf.cli import main
 
 
+# the module's fixtures (small_benchmark) are built once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("benchmark")
+
+
 # UCE (closed form) and ESD (trained, on the accelerate scaffold) on a shape and a style, 2 prompts per set
 METHODS, TASKS, ESD_KWARGS = "uce,esd", ["circle", "sketch"], {"iterations": 3}
 SMALL = ["--methods", METHODS, "--tasks", *TASKS, "--num_prompts", "2", "--images_per_prompt", "1",

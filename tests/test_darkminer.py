@@ -8,6 +8,10 @@ import torch
 from igmu_hf.methods.darkminer import DarkMinerConfig, DarkMinerTrainer, DarkMinerUnlearner, verification_score
 
 
+# the module's fixtures (pool) are built once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("darkminer")
+
+
 TINY = dict(concepts=["circle"], pool_size=3, mining_images=2, embedding_length=4, mining_epochs=4,
             mining_decay_epoch=2, mining_batch_size=2, circumvent_epochs=4, circumvent_decay_epoch=3,
             circumvent_batch_size=2, circumvent_images=3, num_inference_steps=2, max_loops=2, tau=-1.0,

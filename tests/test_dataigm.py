@@ -15,10 +15,15 @@ import pytest
 from igmu_hf.data import FEATURES
 from igmu_hf.data.build import DataIGMBuildError, prepare_offline
 from igmu_hf.data.mini import build_mini_dataigm
-from igmu_hf.data.prompts import family, family_prompts, pair_prompt, table10
+from igmu_hf.data.prompts import family, family_prompts, table10
 from igmu_hf.data.sources import DataIGMSourceError
 from igmu_hf.mini.domain import concept_of_word
 from igmu_hf.taxonomy import categorize
+
+
+# the module's fixtures (built) are built once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("dataigm")
+
 
 NUM = {"train": 6, "test": 4}
 
@@ -110,17 +115,6 @@ def test_mini_build_loads_with_schema_and_balance(built):
     assert "config_name: circle" in card and "data/circle/train/*.parquet" in card
     for text in (card, (out / "build_info.json").read_text()):
         assert str(out.parent) not in text and "/tmp" not in text
-
-
-def test_same_seeds_give_identical_parquet(built, tmp_path):
-    out, _ = built
-    again = tmp_path / "again"
-    build_mini_dataigm(again, ["circle"], ["uce"], NUM, seed=0, chunk_size=8, progress=False)
-    first = sorted((out / "data" / "circle").rglob("*.parquet"))
-    second = sorted((again / "data" / "circle").rglob("*.parquet"))
-    assert [p.relative_to(out) for p in first] == [p.relative_to(again) for p in second]
-    for a, b in zip(first, second):
-        assert pq.read_table(a).equals(pq.read_table(b)), a.name
 
 
 class Killed(Exception):
@@ -289,17 +283,23 @@ def test_train_multclf_on_dataigm_trains_only_its_heads(built, tmp_path):
     assert (dest / "per_source_accuracy.md").exists()
 
 
-def test_two_processes_build_the_rows_of_one(tmp_path, run_on_two_cpu_processes):
+def test_two_processes_build_the_rows_of_one(built, tmp_path, run_on_two_cpu_processes):
+    """Two processes, later, with the same seeds and this run's thread count, build the circle config of ``built``
+    (one process) byte for byte: the build is deterministic and sharding it changes no row."""
+    import torch
+
+    out, _ = built
     script = tmp_path / "build.py"
-    script.write_text("import sys, torch\ntorch.set_num_threads(1)\nfrom igmu_hf.data.mini import build_mini_dataigm\n"
-                      "build_mini_dataigm(sys.argv[1], ['circle'], [], {'train': 4, 'test': 2}, chunk_size=8, "
+    script.write_text(f"import sys, torch\ntorch.set_num_threads({torch.get_num_threads()})\n"
+                      "from igmu_hf.data.mini import build_mini_dataigm\n"
+                      f"build_mini_dataigm(sys.argv[1], ['circle'], ['uce'], {NUM!r}, seed=0, chunk_size=8, "
                       "progress=False)\n")
     run_on_two_cpu_processes([str(script), str(tmp_path / "two")])
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, capture_output=True)
-    one = sorted((tmp_path / "one" / "data").rglob("*.parquet"))
+    one = sorted((out / "data" / "circle").rglob("*.parquet"))
+    two = sorted((tmp_path / "two" / "data" / "circle").rglob("*.parquet"))
     assert len(one) == 6  # 2 splits x 3 sources
-    for a in one:
-        b = tmp_path / "two" / a.relative_to(tmp_path / "one")
+    assert [p.relative_to(out) for p in one] == [p.relative_to(tmp_path / "two") for p in two]
+    for a, b in zip(one, two):
         assert pq.read_table(a).equals(pq.read_table(b)), a.name
     # the second process drew its own chunks (chunk 1 of each stream)
     assert list((tmp_path / "two" / ".work" / "sd-gen").rglob("chunk-00001.parquet"))

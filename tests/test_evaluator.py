@@ -8,6 +8,10 @@ import pytest
 from igmu_hf.evaluator import EvalIGMU, EvalIGMUConfig
 
 
+# the module's fixtures (uce_circle, circle_report) are built once: all its tests run in one xdist worker
+pytestmark = pytest.mark.xdist_group("evaluator")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"num_prompts": 4, "images_per_prompt": 1, "batch_size": 8}
 

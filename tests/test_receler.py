@@ -13,6 +13,11 @@ from igmu_hf.methods import RecelerConfig, RecelerUnlearner
 from igmu_hf.methods.receler import concept_masks, cross_attention_layers
 from igmu_hf.pipelines.receler.pipeline_receler import RecelerErasers, RecelerPipeline
 
+
+# the module's fixtures (receler_run) are built once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("receler")
+
+
 FAST = {"iterations": 5, "ddim_steps": 5, "lr": 3e-3, "adversarial_tokens": 4, "attack_steps": 2,
         "warmup_iterations": 2}
 KWARGS = dict(num_inference_steps=8, guidance_scale=5.0, output_type="np")

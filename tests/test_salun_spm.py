@@ -13,6 +13,11 @@ from igmu_hf.methods import SalUnConfig, SalUnUnlearner, SPMConfig, SPMUnlearner
 from igmu_hf.methods.salun import saliency_mask
 from igmu_hf.methods.spm import spm_timestep, transformer_block_modules
 
+
+# the module's fixtures (salun_run, spm_run) are built once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("salun_spm")
+
+
 FAST_SALUN = {"num_images": 4, "num_train_epochs": 2, "train_batch_size": 2, "learning_rate": 1e-4,
               "num_inference_steps": 8}
 FAST_SPM = {"iterations": 6, "ddim_steps": 6, "lr": 1e-2, "anchor_batch_size": 2}

@@ -9,6 +9,18 @@ import pytest
 from igmu_hf.cli import main
 
 
+# the demo's folder is made once: every test of this module runs in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("uce_mini")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``igmu demo``'s folder (read only)."""
+    out = tmp_path_factory.mktemp("demo") / "igmu_demo"
+    assert main(["demo", "--output_dir", str(out)]) == 0
+    return out
+
+
 def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):
     out = tmp_path / "uce-circle"
     assert main(["unlearn", "--method", "uce", "--concept", "circle", "--output_dir", str(out)]) == 0
@@ -48,9 +60,8 @@ def test_cli_unlearn_then_evaluate_writes_report(tmp_path, capsys):
     assert "`igmu_hf:mini/weights/pipeline`" in card.text and card.data.base_model is None
 
 
-def test_demo_writes_the_report_folder(tmp_path):
-    out = tmp_path / "demo"
-    assert main(["demo", "--output_dir", str(out)]) == 0
+def test_demo_writes_the_report_folder(demo):
+    out = demo
     for name in ("report.json", "report.md", "grid_uce.png", "radar.png", "task.json", "model_index/uce.yaml",
                  "model/model_index.json", "model/README.md"):
         assert (out / name).exists(), name
@@ -64,7 +75,7 @@ def test_demo_writes_the_report_folder(tmp_path):
     assert rates["original"] >= 0.75 and rates["uce"] <= rates["original"] / 2
 
 
-def test_reports_runs_and_cards_hold_no_absolute_local_paths(tmp_path):
+def test_reports_runs_and_cards_hold_no_absolute_local_paths(demo):
     """Everything a user may publish (the model folder, the report folder) names detectors and the base model by
     id, never by this machine's paths."""
     from pathlib import Path
@@ -72,14 +83,13 @@ def test_reports_runs_and_cards_hold_no_absolute_local_paths(tmp_path):
     import igmu_hf
     from igmu_hf.hub import load_pipeline, resolve_id
 
-    out = tmp_path / "demo"
-    assert main(["demo", "--output_dir", str(out)]) == 0
+    out = demo
     package = str(Path(igmu_hf.__file__).resolve().parent)
     texts = {p: p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".md", ".yaml", ".jsonl")}
     assert len(texts) >= 6
     shipped = {p: p.read_text() for p in (Path(package) / "mini" / "weights").rglob("*.json")}  # what the wheel holds
     for path, text in {**texts, **shipped}.items():
-        assert package not in text and str(tmp_path) not in text and '": "/' not in text, path
+        assert package not in text and str(out.parent) not in text and '": "/' not in text, path
     run = json.loads((out / "model" / "igmu_run.json").read_text())
     assert run["base_model"] == "igmu_hf:mini/weights/pipeline"
     assert load_pipeline(run["base_model"]).unet is not None and Path(resolve_id(run["base_model"])).is_dir()

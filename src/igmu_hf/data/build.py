@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_text_atomic
 from .schema import FEATURES, LABEL_NAMES, SOURCE_NAMES, SPLITS, check_split, source_slug
-from .sources import DataIGMSourceError, laion_rows, real_rows, sd_gen_chunk, stream_prompts
+from .sources import laion_rows, real_rows, sd_gen_chunk, stream_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def dataset_card(record: dict, notes: str = "", licenses: dict[str, str] | None 
     lines += ["", "## How it was built", "",
               f"- seed {r['seed']}; rows per label and split: {r['num_per_label'] or 'all (balanced)'}; sources: "
               f"{', '.join(r['sources'])}",
-              f"- SD-GEN generators per config: " + "; ".join(
+              "- SD-GEN generators per config: " + "; ".join(
                   f"{c}: {', '.join(g['method'] + ' (' + g['model_id'] + ')' for g in gens)}"
                   for c, gens in r["generators"].items()) if r["generators"] else "- no SD-GEN part",
               f"- SD-GEN curation: {json.dumps(r['curator']) if r['curator'] else 'none (every generation kept)'}",

@@ -103,7 +103,7 @@ class RECEUnlearner(Unlearner):
     requires = ("cross_attention_kv",)
     display_name = "RECE"
 
-    reference_code = ("CharlesGong12/RECE@3f095ad: train.py, train_object.py, train_artists.py, "
+    reference_code = ("CharlesGong12/RECE@10ea80d: train.py, train_object.py, train_artists.py, "
                       "utils/embedding_calculation/close_form_emb.py (close_form_emb_regzero), erase_methods/uce.py "
                       "(edit_model_adversarial), scripts/*.sh")
     deviations = ("Runs the configured epochs and keeps the last; the authors stop early and pick the epoch by their "
