@@ -113,7 +113,10 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
         "The inner attack's z is the original model's trajectory (the paper samples with its ESD model wrapper, whose "
         "UNet is the original's and whose conditioning there is the original encoder's, so the same trajectory).",
         "The retain z_r uses the outer iteration's t_enc, as the paper's 'reg' loss does; one shared draw per "
-        "iteration seeded by (seed, iteration) so a resumed run repeats the uninterrupted one.")
+        "iteration seeded by (seed, iteration) so a resumed run repeats the uninterrupted one.",
+        "The inner attack zeroes its gradient every step and returns the prefix after its last update; the authors' "
+        "(train-scripts/utils/attack_util.py) never zero it, so its gradient accumulates over the attack steps, and "
+        "return the prefix from before the last update.")
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..attacks.soft_prompt import prefixed_states, random_vocabulary_embeddings, soft_prefix_attack

@@ -156,7 +156,9 @@ class CAUnlearner(GeneratedImagesUnlearner):
                   "CatIGMU Status targets get the nudity command's settings; the 'crossattn' and 'attn' groups are "
                   "igmu_hf's additions (DoCo uses 'crossattn').",
                   "Timesteps and noise seeded by (seed, step), so N processes and a resumed run repeat the "
-                  "1-process, uninterrupted run.")
+                  "1-process, uninterrupted run.",
+                  "Adam without weight decay or gradient clipping; the authors' diffusers/train.py uses AdamW "
+                  "(weight decay 1e-2) and clips the gradient norm at 1.0.")
 
     config_class = CAConfig
     technique = "fine-tuning towards the anchor's prediction (concept ablation)"

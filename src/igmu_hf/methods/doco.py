@@ -91,13 +91,28 @@ class DoCoUnlearner(CAUnlearner):
     """CA + adversarial concept-domain correction + gradient surgery (see module docstring)."""
 
     display_name = "DoCo"
-    reference_code = ("the DoCo paper (Wu et al., AAAI 2025; igmu_hf found no authors' code to follow), on "
-                      "nupurkmr9/concept-ablation@595ecb7 for the CA base")
+    reference_code = ("yongliang-wu/DoCo@ebf6ff4: train.py, DoCo/gan.py, DoCo/gradient_clip.py (the authors' code, "
+                      "public since 97b2df0; this implementation follows the paper and differs from it as its "
+                      "deviations list), on nupurkmr9/concept-ablation@595ecb7 for the CA base")
     deviations = (*CAUnlearner.deviations,
                   "The discriminator and the UNet are updated from the same step's gradients in one Adam step "
                   "(two parameter groups), not alternately.",
                   "Gradients are averaged over processes by hand (the surgery needs the whole gradient before the "
-                  "step).")
+                  "step).",
+                  # differences from the authors' code (yongliang-wu/DoCo ebf6ff4), by reading; issue 29 chooses
+                  "Generator loss: CA's MSE towards the anchor prediction plus λ_adv × the adversarial term; the "
+                  "authors' code uses the adversarial term only (plus 0.1 × w × prior without surgery).",
+                  "The anchor prediction comes from the model being trained (stop-gradient); the authors' from a "
+                  "frozen copy of the original UNet.",
+                  "Gradient surgery: a global PCGrad projection, then a step on g_u' + w·g_p; the authors' code, per "
+                  "tensor, subtracts λ·cos·(unit prior gradient) when cos < 0 and never adds the prior gradient.",
+                  "Both networks train from step 1; the authors' discriminator trains alone for the first 1000 of "
+                  "2000 steps (--warm_up).",
+                  "Discriminator: pix2pix's layout (last 512-channel layer at stride 1, no bias), Adam with default "
+                  "betas; the authors': four stride-2 blocks 64→512 then a 1-channel convolution, Adam betas "
+                  "(0.5, 0.999).",
+                  "Every cross-attention weight trains at lr 6e-6; the authors' code trains attn2 to_k/to_v only, "
+                  "with the lr scaled by the batch size.")
     config_class = DoCoConfig
     technique = "concept ablation with adversarial domain correction and gradient surgery"
     wrap_model = False  # the surgery computes gradients with autograd.grad; they are synchronised by hand

@@ -144,7 +144,11 @@ class RecelerUnlearner(TrainedUnlearner):
         "two parameter groups (each step updates only the group that has gradients), so one checkpoint resumes both.",
         "The mask's map size is a quarter of the latent size, or the nearest the UNet has (the authors fix 16×16 for "
         "SD1.4 at 512 px).",
-        "Draws are seeded by (seed, iteration), so a resumed run repeats the uninterrupted one.")
+        "Draws are seeded by (seed, iteration), so a resumed run repeats the uninterrupted one.",
+        "The adversarial embeddings enter the prompt, as the paper describes; in the authors' code "
+        "(train_receler.py) `emb_n[:, advrs_indices, :].data = ...` writes into the copy that indexing with a tensor "
+        "makes, so their erasers train on the clean prompt (ESD loss + mask penalty) and the adversarial embeddings "
+        "never reach the model.")
 
     config_class = RecelerConfig
     technique = "lightweight erasers after cross-attention, adversarially trained (ESD loss + concept-mask penalty)"

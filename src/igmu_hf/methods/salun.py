@@ -105,7 +105,10 @@ class SalUnUnlearner(GeneratedImagesUnlearner):
                   "The retain set is the original model's images of CatIGMU's preserve prompts (the paper: images of "
                   "the other classes, or clothed people).",
                   "The mask's timesteps, the batches and the noise are seeded by (seed, step), so N processes and a "
-                  "resumed run repeat the 1-process, uninterrupted run; latents are VAE posterior means.")
+                  "resumed run repeat the 1-process, uninterrupted run; latents are VAE posterior means.",
+                  "Forget batches are drawn at random from the whole forget set each step; the authors' paper-era "
+                  "loops (random_label.py, nsfw_removal.py at ac880a2) call next(iter(forget_dl)) on an unshuffled "
+                  "loader, so every step trains on its first batch (fixed upstream in 716e618 and 47377e3, 2026).")
 
     config_class = SalUnConfig
     technique = "saliency-masked fine-tuning towards a pseudo caption"

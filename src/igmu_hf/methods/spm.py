@@ -114,7 +114,11 @@ class SPMUnlearner(TrainedUnlearner):
                   "per prompt at inference with a custom pipeline).",
                   "Adam at a constant learning rate (the authors: AdamW8bit, cosine with restarts, 500 warm-up steps).",
                   "Anchors are drawn with torch generators seeded by (seed, step) (the authors: Python's random), so "
-                  "a resumed run repeats the uninterrupted one.")
+                  "a resumed run repeats the uninterrupted one.",
+                  "The 1000× anchor loss runs on the random anchors only; the authors' anchoring batch interleaves "
+                  "the empty prompt with each anchor (src/engine/sampling.py) and predict_noise keeps the second half "
+                  "of it at guidance 1, so their loss runs on [∅, a3, ∅, a4]: half of it holds the unconditional "
+                  "prediction in place.")
 
     config_class = SPMConfig
     technique = "one-dimensional adapter (rank-1 LoRA) with latent anchoring"
