@@ -51,7 +51,8 @@ def provenance(command: str) -> dict:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = "not installed"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    # the results folder is this script family's output, not its input: rewriting a result does not dirty the tree
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/results")
     return {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": _git("rev-parse", "--short", "HEAD"), "uncommitted_changes": bool(dirty and dirty != "unknown"),
             "cpu_count": os.cpu_count(), "torch_threads": _torch_threads(), "packages": versions,
