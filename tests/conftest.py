@@ -16,6 +16,17 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 # sets it either way (tests/README.md).
 TEST_THREADS = int(os.environ.get("IGMU_TEST_THREADS", "1" if WORKER else "2"))
 torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def fixed_thread_count():
+    """Every test starts at TEST_THREADS, whatever an earlier test (or a library it called) set: a thread count left
+    behind would change later tests' float sums and, with two workers on two cores, oversubscribe them."""
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(TEST_THREADS)  # and the next test's module and session fixtures too
+
+
 # The caches tests write into (evaluate's copied metric scripts, datasets' builds) belong to this run and worker,
 # never the user's or another worker's: set before evaluate or datasets is imported.
 _CACHES = tempfile.mkdtemp(prefix=f"igmu-tests-{WORKER or 'main'}-")

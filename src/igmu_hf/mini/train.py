@@ -396,7 +396,6 @@ def export(output_dir: str | os.PathLike, export_to: str | os.PathLike) -> None:
 
 def main(args):
     logging.basicConfig(level=logging.INFO)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     images, captions, labels = load_data(args)
     for stage in args.stages:
         if (Path(args.output_dir) / stage / "final" / "config.json").exists():
@@ -416,4 +415,6 @@ def main(args):
 
 
 if __name__ == "__main__":
+    # every core for the script run; set here, not in main(), so a caller's thread count is left as it was
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
     main(parse_args())
