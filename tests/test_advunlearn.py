@@ -10,7 +10,7 @@ from igmu_hf.api import run_unlearn
 from igmu_hf.hub import load_pipeline
 
 
-# the module's fixtures (adv_run) are built once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so its module fixtures (adv_run) are never built in both
 pytestmark = pytest.mark.xdist_group("advunlearn")
 
 

@@ -16,7 +16,8 @@ from igmu_hf.mini import PIPELINE_PATH
 from igmu_hf.mini.prompts import task_prompts
 
 
-# the module's fixtures (uce_folder, concept_inversion_run) are built once: all its tests run in one xdist worker
+# all its tests run in one xdist worker, so its module fixtures (uce_folder, concept_inversion_run) are not built
+# in both
 pytestmark = pytest.mark.xdist_group("attacks")
 
 

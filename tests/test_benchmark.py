@@ -10,7 +10,7 @@ import yaml
 from igmu_hf.cli import main
 
 
-# the module's fixtures (small_benchmark) are built once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so its module fixtures (small_benchmark) are never built in both
 pytestmark = pytest.mark.xdist_group("benchmark")
 
 

@@ -8,7 +8,7 @@ import torch
 from igmu_hf.methods.darkminer import DarkMinerConfig, DarkMinerTrainer, DarkMinerUnlearner, verification_score
 
 
-# the module's fixtures (pool) are built once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so its module fixtures (pool) are never built in both
 pytestmark = pytest.mark.xdist_group("darkminer")
 
 

@@ -21,7 +21,7 @@ from igmu_hf.mini.domain import concept_of_word
 from igmu_hf.taxonomy import categorize
 
 
-# the module's fixtures (built) are built once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so its module fixtures (built) are never built in both
 pytestmark = pytest.mark.xdist_group("dataigm")
 
 

@@ -8,7 +8,7 @@ import pytest
 from igmu_hf.evaluator import EvalIGMU, EvalIGMUConfig
 
 
-# the module's fixtures (uce_circle, circle_report) are built once: all its tests run in one xdist worker
+# all its tests run in one xdist worker, so its module fixtures (uce_circle, circle_report) are never built in both
 pytestmark = pytest.mark.xdist_group("evaluator")
 
 

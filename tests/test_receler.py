@@ -14,7 +14,7 @@ from igmu_hf.methods.receler import concept_masks, cross_attention_layers
 from igmu_hf.pipelines.receler.pipeline_receler import RecelerErasers, RecelerPipeline
 
 
-# the module's fixtures (receler_run) are built once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so its module fixtures (receler_run) are never built in both
 pytestmark = pytest.mark.xdist_group("receler")
 
 

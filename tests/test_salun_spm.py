@@ -14,7 +14,7 @@ from igmu_hf.methods.salun import saliency_mask
 from igmu_hf.methods.spm import spm_timestep, transformer_block_modules
 
 
-# the module's fixtures (salun_run, spm_run) are built once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so its module fixtures (salun_run, spm_run) are never built in both
 pytestmark = pytest.mark.xdist_group("salun_spm")
 
 

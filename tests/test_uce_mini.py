@@ -9,7 +9,7 @@ import pytest
 from igmu_hf.cli import main
 
 
-# the demo's folder is made once: every test of this module runs in one pytest-xdist worker
+# all its tests run in one xdist worker, so the demo folder is never made in both
 pytestmark = pytest.mark.xdist_group("uce_mini")
 
 
