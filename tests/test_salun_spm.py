@@ -78,6 +78,66 @@ def test_spm_anchors_are_random_states_at_the_targets_scale():
     assert float(cos.abs().max()) < 0.1  # directions unrelated to the target's
 
 
+def _membrane_pipeline():
+    """The tiny SD1 pipeline with SPM's rank-1 membrane, its up-projections set non-zero so ε_θ ≠ ε*."""
+    from igmu_hf.diffusion import add_lora
+    from igmu_hf.tiny_pipelines import tiny_pipeline
+
+    pipe = tiny_pipeline("sd1")
+    add_lora(pipe.unet, transformer_block_modules(pipe.unet), 1, 1, init_lora_weights=True, seed=0)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in pipe.unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return pipe
+
+
+@pytest.mark.parametrize("empty_rows", [True, False])
+def test_spm_loss_is_the_authors_formula_with_the_empty_anchoring_rows(empty_rows):
+    """The loss written out from the authors' code: ESD's term on c, plus λ × the mean over the anchoring rows —
+    with ∅ rows (their batch [∅, a1, ∅, a2, ∅, a3, ∅, a4], second half kept): λ(½ d(∅) + ¼ d(a3) + ¼ d(a4));
+    without: λ · ¼ Σ d(a_i). Each term is one UNet call here, membrane on (ε_θ) or off (ε*)."""
+    from igmu_hf.diffusion import adapters_disabled
+    from igmu_hf.families import FAMILIES, Conditioning
+    from igmu_hf.methods.spm import anchoring_rows, sample_anchors, spm_loss
+    from igmu_hf.text import encode_prompts
+
+    pipe, fam = _membrane_pipeline(), FAMILIES["sd1"]
+    unet, lam, eta = pipe.unet, 1000.0, 1.0
+    empty, c = (encode_prompts(pipe.tokenizer, pipe.text_encoder, [p]) for p in ("", "church"))
+    anchors = sample_anchors(c, 4, torch.Generator().manual_seed(5))
+    z = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([700])
+
+    def on(states):
+        return unet(z, t, states).sample
+
+    def off(states):
+        with adapters_disabled(unet), torch.no_grad():
+            return unet(z, t, states).sample
+
+    def d(states):
+        return (on(states) - off(states)).pow(2).mean()
+
+    e0, ep = off(empty), off(c)
+    expected = (on(c) - (e0 - eta * (ep - e0))).pow(2).mean()
+    if empty_rows:
+        expected = expected + lam * (0.5 * d(empty) + 0.25 * d(anchors[2:3]) + 0.25 * d(anchors[3:4]))
+    else:
+        expected = expected + lam * 0.25 * sum(d(anchors[i:i + 1]) for i in range(4))
+    ours = spm_loss(fam, unet, lambda x, tt, cond: off(cond.states) if len(cond) == 1 else
+                    torch.cat([off(cond.states[i:i + 1]) for i in range(len(cond))]),
+                    z, t, Conditioning(c), Conditioning(empty),
+                    anchoring_rows(anchors, Conditioning(c), Conditioning(empty), empty_rows), eta, lam)
+    assert float(expected.detach()) > 1e-3  # the membrane moves the prediction: the comparison is not of zeros
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=0)
+    params = [p for n, p in unet.named_parameters() if p.requires_grad]
+    g_ours = torch.cat([g.flatten() for g in torch.autograd.grad(ours, params)])
+    g_expected = torch.cat([g.flatten() for g in torch.autograd.grad(expected, params)])
+    assert float((g_ours - g_expected).norm() / g_expected.norm()) < 1e-4  # float32 sums in another order
+
+
 @pytest.fixture(scope="module")
 def spm_run(tmp_path_factory):
     return run_unlearn("spm", ["circle"], str(tmp_path_factory.mktemp("spm") / "spm"), method_kwargs=FAST_SPM)
@@ -125,8 +185,9 @@ def test_bad_settings_are_refused():
 
 
 def test_spm_trains_on_sdxl_with_the_concepts_pooled_embedding():
-    """On SDXL every anchor batch the UNet sees carries the concept's pooled embedding (as diffusers' own
-    ``encode_prompt`` computes it) beside the sampled anchor token states, which differ from the concept's."""
+    """On SDXL every anchor row the UNet sees carries the concept's pooled embedding (as diffusers' own
+    ``encode_prompt`` computes it) beside the sampled anchor token states, which differ from the concept's; the
+    ∅ rows of the authors' anchoring batch carry the empty prompt's states and pooled embedding."""
     from igmu_hf.tiny_pipelines import tiny_pipeline
 
     pipe = tiny_pipeline("sdxl")
@@ -148,9 +209,14 @@ def test_spm_trains_on_sdxl_with_the_concepts_pooled_embedding():
         hook.remove()
     anchors = [(h, t) for h, t in calls if len(h) == 3]  # batch 3 = the anchor batch (the ESD pair is 2 rows)
     assert len(anchors) == 2 * 2  # per iteration: the frozen original and the trained UNet
+    with torch.no_grad():
+        empty, _, empty_pooled, _ = pipe.encode_prompt("", device="cpu", do_classifier_free_guidance=False)
     for hidden, text_embeds in anchors:
-        torch.testing.assert_close(text_embeds, pooled.expand(3, -1), rtol=0, atol=1e-5)
-        assert not torch.allclose(hidden, states.expand(3, -1, -1), atol=1e-3)  # anchor tokens, not the concept's
+        # the authors' rows for 3 anchors: [∅, a1, ∅, a2, ∅, a3][3:] = [a2, ∅, a3]
+        torch.testing.assert_close(hidden[1], empty[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(text_embeds[1], empty_pooled[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(text_embeds[0::2], pooled.expand(2, -1), rtol=0, atol=1e-5)
+        assert not torch.allclose(hidden[0::2], states.expand(2, -1, -1), atol=1e-3)  # anchor tokens
     concept_rows = [t[i] for h, t in calls if len(h) < 3 for i in range(len(h))
                     if torch.allclose(h[i], states[0], atol=1e-5)]
     assert concept_rows and all(torch.allclose(t, pooled[0], atol=1e-5) for t in concept_rows)

@@ -10,11 +10,16 @@ Facts from the authors' code (``Con6924/SPM`` 3dd762e, ``train_spm.py``, ``src/m
       k ~ U{1..S−1} (S = 30);  z = DDIM (η=0) from z_T with the membrane on, guidance 3 on the target c, k steps
       t = the training timestep k·1000/S steps below the top (the point the trajectory stopped at)
       L = ‖ε_θ(z, t, c) − [ε*(z, t, ∅) − η(ε*(z, t, c) − ε*(z, t, ∅))]‖²                (η = 1, the ESD form)
-          + λ · ‖ε_θ(z, t, a) − ε*(z, t, a)‖²     (latent anchoring, λ = 1000, 4 anchors a)
+          + λ · mean over the anchoring rows r of ‖ε_θ(z, t, r) − ε*(z, t, r)‖²     (latent anchoring, λ = 1000)
 
   with ε* the same UNet with the membrane off. An anchor a is a random text-state tensor: Gaussian noise shaped
   like c's states, normalised, kept with probability 1 − cos(c, noise), scaled to ‖c‖ times U[0.8, 1.2]
-  (``sampling.py``); on SDXL the anchors keep the concept's pooled embedding and time ids.
+  (``sampling.py``); on SDXL the anchors keep the concept's pooled embedding and time ids. The anchoring rows, as
+  the authors' code runs: ``sample`` returns [∅, a1, ∅, a2, ∅, a3, ∅, a4] and ``predict_noise`` (guidance 1) keeps
+  the second half of the batch, so r ∈ [∅, a3, ∅, a4] — λ·(½ d(∅) + ¼ d(a3) + ¼ d(a4)): half of the anchoring holds
+  the unconditional prediction, which every prompt's classifier-free guidance shares, in place. Their UNet also runs the discarded
+  first half (its gradient is exactly zero at guidance 1); ours runs only the n rows kept: the same loss, half the
+  anchoring passes.
 - The membrane is applied at inference with a prompt-dependent strength ("facilitated transport").
 
 The membrane is saved as a diffusers LoRA (``pytorch_lora_weights.safetensors``: rank 1, alpha 1), so
@@ -44,8 +49,14 @@ class SPMConfig(MethodConfig):
                                                            "max_denoising_steps in their configs: 30)."})
     anchor_strength: float = field(default=1000.0, metadata={"help": "λ of the latent-anchoring term (0: none)."})
     anchor_batch_size: int = field(default=4, metadata={"help": "Anchors per iteration (sampling_batch_size)."})
+    anchor_empty_rows: bool = field(default=True, metadata={
+        "help": "Anchor as the authors' code runs (src/engine/sampling.py + train_util.predict_noise): the n anchors "
+                "interleaved with the empty prompt, [∅, a1, …, ∅, an], of which the second half is kept (n = 4: "
+                "[∅, a3, ∅, a4]), so half the anchoring holds the unconditional prediction. False: the n random "
+                "anchors only (the paper's text; igmu_hf before defaults_version 2)."})
 
     field_ranges: ClassVar[dict] = {"anchor_strength": (0, None, True)}
+    defaults_version = "2"  # 2: anchor_empty_rows (the authors' ∅ anchoring rows) on by default
     # measured on the mini world (README, "Baselines II"); every setting tried moves other shapes before circle goes
     mini_preset = {"iterations": 300, "lr": 1e-2}
 
@@ -94,6 +105,40 @@ def sample_anchors(target: torch.Tensor, n: int, generator: torch.Generator) -> 
     return torch.stack(out).to(target)
 
 
+def anchoring_rows(anchors: torch.Tensor, c: Conditioning, empty: Conditioning, empty_rows: bool = True
+                   ) -> Conditioning:
+    """The conditioning rows the anchoring loss runs on, from ``n`` anchor states ``(n, L, hidden)``.
+
+    ``empty_rows`` (the authors' code as it runs): their batch interleaves ∅ with every anchor, [∅, a1, ∅, a2, …,
+    ∅, an], and ``predict_noise`` at guidance 1 keeps its second half, rows n..2n−1 (n = 4: [∅, a3, ∅, a4]).
+    Otherwise the ``n`` anchors. Anchor rows keep ``c``'s pooled embedding and time ids (SDXL); ∅ rows are ``empty``.
+    """
+    n = anchors.shape[0]
+    rows = c.expand(n)
+    anchored = Conditioning(anchors, rows.pooled, rows.time_ids)
+    if not empty_rows:
+        return anchored
+    interleaved = [row for i in range(n) for row in (empty, anchored[i:i + 1])]
+    return Conditioning.cat(interleaved[n:])
+
+
+def spm_loss(family, model, original, z: torch.Tensor, t: torch.Tensor, c: Conditioning, empty: Conditioning,
+             anchors: Conditioning | None, negative_guidance: float, anchor_strength: float) -> torch.Tensor:
+    """One iteration's loss on the trajectory's ``z`` at ``t``: ``‖ε_θ(z,t,c) − [ε*(∅) − η(ε*(c) − ε*(∅))]‖²`` plus
+    ``anchor_strength`` × the mean squared distance ``‖ε_θ(z,t,r) − ε*(z,t,r)‖²`` over the rows ``anchors``
+    (:func:`anchoring_rows`; ``None``: no anchoring). ``model`` is the membrane-on denoiser, ``original`` ε*."""
+    with torch.no_grad():
+        e_0, e_p = original(torch.cat([z, z]), t.expand(2), Conditioning.cat([empty, c])).chunk(2)
+    loss = F.mse_loss(family.predict(model, z, t, c), esd_target(e_0, e_p, negative_guidance))
+    if anchors is not None:
+        n = len(anchors)
+        za, ta = z.expand(n, *z.shape[1:]), t.expand(n)
+        with torch.no_grad():
+            a_orig = original(za, ta, anchors)
+        loss = loss + anchor_strength * F.mse_loss(family.predict(model, za, ta, anchors), a_orig)
+    return loss
+
+
 def spm_draws(config: SPMConfig, step: int, shape: tuple[int, ...]) -> dict:
     """The draws of one iteration seeded by ``(seed, step)``: the concept, k, z_T and the anchors' generator."""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -115,10 +160,8 @@ class SPMUnlearner(TrainedUnlearner):
                   "Adam at a constant learning rate (the authors: AdamW8bit, cosine with restarts, 500 warm-up steps).",
                   "Anchors are drawn with torch generators seeded by (seed, step) (the authors: Python's random), so "
                   "a resumed run repeats the uninterrupted one.",
-                  "The 1000× anchor loss runs on the random anchors only; the authors' anchoring batch interleaves "
-                  "the empty prompt with each anchor (src/engine/sampling.py) and predict_noise keeps the second half "
-                  "of it at guidance 1, so their loss runs on [∅, a3, ∅, a4]: half of it holds the unconditional "
-                  "prediction in place.")
+                  "On SDXL the anchors keep the concept's pooled embedding and time ids (the authors' train_spm_xl.py "
+                  "samples a pooled anchor too, with sample_xl, the way it samples the token states).")
 
     config_class = SPMConfig
     technique = "one-dimensional adapter (rank-1 LoRA) with latent anchoring"
@@ -163,18 +206,12 @@ class SPMUnlearner(TrainedUnlearner):
             c = conds[1 + d["word"]:2 + d["word"]]
             z = ddim_sample_steps(family, unet, sampler, d["start"].to(dev), c, empty, cfg.start_guidance, d["k"])
             tt = torch.tensor([spm_timestep(d["k"], cfg.ddim_steps, num_train)], device=dev)
-            with torch.no_grad():
-                e_0, e_p = original(torch.cat([z, z]), tt.expand(2), Conditioning.cat([empty, c])).chunk(2)
-            loss = F.mse_loss(family.predict(model, z, tt, c), esd_target(e_0, e_p, cfg.negative_guidance))
+            anchors = None
             if cfg.anchor_strength > 0:
-                rows = c.expand(cfg.anchor_batch_size)  # SDXL's pooled embedding and time ids stay the concept's
-                a_cond = Conditioning(sample_anchors(c.states, cfg.anchor_batch_size, d["generator"]), rows.pooled,
-                                      rows.time_ids)
-                za = z.expand(cfg.anchor_batch_size, *z.shape[1:])
-                ta = tt.expand(cfg.anchor_batch_size)
-                with torch.no_grad():
-                    a_orig = original(za, ta, a_cond)
-                loss = loss + cfg.anchor_strength * F.mse_loss(family.predict(model, za, ta, a_cond), a_orig)
+                anchors = anchoring_rows(sample_anchors(c.states, cfg.anchor_batch_size, d["generator"]), c, empty,
+                                         cfg.anchor_empty_rows)
+            loss = spm_loss(family, model, original, z, tt, c, empty, anchors, cfg.negative_guidance,
+                            cfg.anchor_strength)
             acc.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)
