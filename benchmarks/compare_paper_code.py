@@ -42,10 +42,16 @@ def paper_source(repo: str, commit: str, path: str) -> str:
 def paper_function(repo: str, commit: str, path: str, name: str, namespace: dict | None = None, edit=None):
     """The function (or class) ``name`` of ``path`` at ``commit`` in the fetched repository, compiled alone (module top
     levels download models) with ``namespace`` as its globals; ``edit`` may rewrite the source first (a shim: device,
-    tiny model), and every edit is visible in the comparing module."""
+    tiny model), and every edit is visible in the comparing module. ``"Class.method"`` gives a method as a plain
+    function (call it with the object, or a stand-in holding the attributes it reads, as its first argument)."""
     source = paper_source(repo, commit, path)
     tree = ast.parse(edit(source) if edit else source)
-    node = next(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
+    body = tree.body
+    *owners, name = name.split(".")
+    for owner in owners:
+        body = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == owner).body
+    node = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
+    node.decorator_list = [] if owners else node.decorator_list
     import torch
 
     namespace = {"torch": torch, "copy": copy, "ast": ast, **(namespace or {})}
