@@ -95,3 +95,56 @@ def test_bad_settings_and_families_are_refused():
         RecelerUnlearner(RecelerConfig(concepts=["church"])).unlearn(tiny_pipeline("sdxl"))
     with pytest.raises(ValueError, match="no module"):
         RecelerErasers(["down_blocks.9.attn2"], [8], 4).attach(load_pipeline().unet)
+
+
+def _unet_states(pipe, config):
+    """Run Receler on ``pipe`` and return the text states of every UNet call, in order."""
+    calls = []
+
+    def record(module, args, kwargs):
+        calls.append((args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]).detach().clone())
+
+    hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        RecelerUnlearner(config, progress=False).unlearn(pipe)
+    finally:
+        hook.remove()
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["paper", "authors_code"])
+def test_adversarial_prompt_modes_train_on_the_prompt_each_describes(mode):
+    """'paper': the UNet sees the concept's states with k positions after the word replaced (attack_steps calls per
+    iteration); 'authors_code': as train_receler.py runs, only the clean concept and empty prompts ever reach it,
+    with one trained call per iteration (the DDIM trajectory, ε*(∅), ε*(c), then ε_E(c))."""
+    from igmu_hf.families import family_of
+
+    pipe = load_pipeline()
+    cfg = RecelerConfig(concepts=["circle"], iterations=2, ddim_steps=5, adversarial_tokens=4, attack_steps=3,
+                        adversarial_prompt=mode)
+    clean = family_of(pipe).encode(pipe, ["", "circle"]).states
+    calls = _unet_states(pipe, cfg)
+    single = [s for s in calls if len(s) == 1]  # the trajectory's calls carry [∅; c] in one batch of 2
+    is_clean = [any(torch.allclose(s[0], c, atol=1e-6) for c in clean) for s in single]
+    if mode == "authors_code":
+        assert all(is_clean) and len(single) == 2 * 3
+    else:
+        adversarial = [s for s, ok in zip(single, is_clean) if not ok]
+        assert len(adversarial) == 2 * 3 and len(single) == 2 * (2 + 3)
+        word = 2  # [BOS, circle, adv × 4, ...]: the rows after the word differ, the rest is the concept's
+        for s in adversarial:
+            torch.testing.assert_close(s[0, :word], clean[1, :word], rtol=0, atol=1e-6)
+            torch.testing.assert_close(s[0, word + 4:], clean[1, word + 4:], rtol=0, atol=1e-6)
+            assert not torch.allclose(s[0, word:word + 4], clean[1, word:word + 4], atol=1e-3)
+
+
+def test_a_concepts_adversarial_embeddings_move_only_when_it_is_drawn():
+    """Two concepts, one iteration: the concept not drawn keeps its initial embeddings (before: a shared Adam with
+    zero gradients and weight decay moved every concept's rows each step); the drawn one moves."""
+    kwargs = dict(concepts=["circle", "square"], iterations=1, ddim_steps=5, adversarial_tokens=4, attack_steps=2)
+    start = RecelerUnlearner(RecelerConfig(warmup_iterations=1, **kwargs), progress=False)
+    start.unlearn(load_pipeline())  # attack off: the embeddings stay as initialised
+    trained = RecelerUnlearner(RecelerConfig(**kwargs), progress=False)
+    trained.unlearn(load_pipeline())
+    moved = {c: not torch.equal(trained.adversarial[c], start.adversarial[c]) for c in kwargs["concepts"]}
+    assert sorted(moved.values()) == [False, True], moved

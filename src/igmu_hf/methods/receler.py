@@ -55,9 +55,17 @@ class RecelerConfig(MethodConfig):
     attack_weight_decay: float = field(default=0.1, metadata={"help": "Adam weight decay of the adversarial prompt."})
     warmup_iterations: int = field(default=0, metadata={"help": "Iterations before adversarial prompting starts "
                                                                 "(start_advrs_train)."})
+    adversarial_prompt: str = field(default="paper", metadata={
+        "help": "'paper': the adversarial embeddings enter the prompt the erasers train on (the paper's Eq. and "
+                "intent). 'authors_code': as the authors' train_receler.py (3ccedc9) runs — its `emb_n[:, "
+                "advrs_indices, :].data = ...` writes into the copy that tensor indexing makes, so no adversarial "
+                "embedding reaches the model and the erasers train on the clean prompt (ESD loss + mask penalty); "
+                "the inner attack, whose result is never used, is skipped (the same erasers, 1/attack_steps of the "
+                "passes)."})
 
     field_ranges: ClassVar[dict] = {"warmup_iterations": (0, None, True), "adversarial_tokens": (0, None, True),
                                     "mask_weight": (0, None, True)}
+    defaults_version = "2"  # 2: one Adam state per concept's adversarial embeddings (no drift of inactive rows)
     mini_preset = {"iterations": 150, "lr": 3e-3, "ddim_steps": 25, "attack_steps": 5}
 
     def __post_init__(self):
@@ -65,6 +73,8 @@ class RecelerConfig(MethodConfig):
         if not self.lr > 0 or not self.attack_lr > 0 or self.iterations < 1 or self.eraser_rank < 1:
             raise ValueError("`lr` and `attack_lr` must be > 0 and `iterations`, `eraser_rank` ≥ 1; got "
                              f"{self.lr}, {self.attack_lr}, {self.iterations}, {self.eraser_rank}.")
+        if self.adversarial_prompt not in ("paper", "authors_code"):
+            raise ValueError(f"`adversarial_prompt` must be 'paper' or 'authors_code', got {self.adversarial_prompt!r}.")
         if not 0 <= self.mask_threshold < 1:
             raise ValueError(f"`mask_threshold` must be in [0, 1), got {self.mask_threshold}.")
 
@@ -140,15 +150,19 @@ class RecelerUnlearner(TrainedUnlearner):
     display_name = "Receler"
     reference_code = "jasper0314-huang/Receler@3ccedc9: train_receler.py, receler/erasers, receler/concept_reg.py"
     deviations = (
-        "One Adam optimiser holds the erasers (lr 3e-4) and the adversarial embeddings (lr 0.1, weight decay 0.1) as "
-        "two parameter groups (each step updates only the group that has gradients), so one checkpoint resumes both.",
+        "One Adam optimiser holds the erasers (lr 3e-4) and each concept's adversarial embeddings (lr 0.1, weight "
+        "decay 0.1) as parameter groups (a step updates only the groups that have gradients: a concept's "
+        "embeddings move only when it is drawn, as with the authors' one Adam per concept), so one checkpoint "
+        "resumes all.",
         "The mask's map size is a quarter of the latent size, or the nearest the UNet has (the authors fix 16×16 for "
         "SD1.4 at 512 px).",
         "Draws are seeded by (seed, iteration), so a resumed run repeats the uninterrupted one.",
-        "The adversarial embeddings enter the prompt, as the paper describes; in the authors' code "
-        "(train_receler.py) `emb_n[:, advrs_indices, :].data = ...` writes into the copy that indexing with a tensor "
-        "makes, so their erasers train on the clean prompt (ESD loss + mask penalty) and the adversarial embeddings "
-        "never reach the model.")
+        "By default (adversarial_prompt='paper') the adversarial embeddings enter the prompt, as the paper describes; "
+        "in the authors' code (train_receler.py) `emb_n[:, advrs_indices, :].data = ...` writes into the copy that "
+        "indexing with a tensor makes, so their erasers train on the clean prompt (ESD loss + mask penalty) and the "
+        "adversarial embeddings never reach the model: adversarial_prompt='authors_code' trains so.",
+        "adversarial_prompt='authors_code' skips the inner attack (its embeddings never reach the model, so the "
+        "erasers are the same); the authors run its attack_steps passes per iteration.")
 
     config_class = RecelerConfig
     technique = "lightweight erasers after cross-attention, adversarially trained (ESD loss + concept-mask penalty)"
@@ -158,6 +172,7 @@ class RecelerUnlearner(TrainedUnlearner):
     def __init__(self, config: RecelerConfig, **scaffold):
         super().__init__(config, **scaffold)
         self.erasers = None
+        self.adversarial: dict[str, torch.Tensor] = {}  # each concept's adversarial embeddings after training
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..diffusion import ddim_sample_steps
@@ -179,14 +194,19 @@ class RecelerUnlearner(TrainedUnlearner):
         hidden = te.config.hidden_size
         with seeded(cfg.seed):
             erasers = RecelerErasers(layers, dims, cfg.eraser_rank)
-            adversarial = torch.nn.Parameter(torch.rand(len(cfg.concepts), max(cfg.adversarial_tokens, 1), hidden))
+            adversarial = [torch.nn.Parameter(torch.rand(max(cfg.adversarial_tokens, 1), hidden))
+                           for _ in cfg.concepts]
         erasers.to(dev).train()
         erasers.attach(unet)
-        adversarial.data = adversarial.data.to(dev)
+        for a in adversarial:
+            a.data = a.data.to(dev)
         trainable = {f"eraser.{n}": p for n, p in erasers.named_parameters()}
+        advs = {f"adversarial.{i}": a for i, a in enumerate(adversarial)}
+        # one group per concept's embeddings: Adam skips a group without gradient, so a concept's embeddings (and
+        # their moments) move only when it is drawn, as with the authors' one Adam per concept
         opt = torch.optim.Adam([{"params": list(trainable.values()), "lr": cfg.lr},
-                                {"params": [adversarial], "lr": cfg.attack_lr,
-                                 "weight_decay": cfg.attack_weight_decay}])
+                                *({"params": [a], "lr": cfg.attack_lr, "weight_decay": cfg.attack_weight_decay}
+                                  for a in adversarial)])
         conds = family.encode(pipeline, [""] + list(cfg.concepts)).to(dev)
         empty = conds[:1]
         positions = {c: concept_positions(tok, c, c, use_pooler=False)[None] for c in cfg.concepts}
@@ -195,7 +215,7 @@ class RecelerUnlearner(TrainedUnlearner):
         sampler.set_timesteps(cfg.ddim_steps)
         num_train = family.num_train_timesteps(sampler)
         shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        state, first = run.resume_training({**trainable, "adversarial": adversarial}, opt, "state",
+        state, first = run.resume_training({**trainable, **advs}, opt, "state",
                                            {"losses": [], "attack_losses": [], "inner_seconds": 0.0})
 
         def eps(z, t, states):
@@ -225,7 +245,8 @@ class RecelerUnlearner(TrainedUnlearner):
                     recorder.probs.clear()
                     erasers.enabled = True
                 target = esd_target(e_0, e_p, cfg.negative_guidance)
-                adversarial_on = cfg.adversarial_tokens > 0 and it >= cfg.warmup_iterations
+                adversarial_on = (cfg.adversarial_prompt == "paper" and cfg.adversarial_tokens > 0
+                                  and it >= cfg.warmup_iterations)
                 after_word = 1 + int(positions[word].sum())
                 started = time.perf_counter()
                 for inner in range(cfg.attack_steps if adversarial_on else 1):
@@ -236,10 +257,9 @@ class RecelerUnlearner(TrainedUnlearner):
                         adv = adversarial[k].detach().clone().requires_grad_(True)
                         e_n = eps(z, t, with_adversarial_states(c_states, adv, after_word))
                         loss_adv = F.mse_loss(e_n, e_p)
-                        adversarial.grad = torch.zeros_like(adversarial)
-                        adversarial.grad[k] = torch.autograd.grad(loss_adv, [adv], retain_graph=last)[0]
-                        opt.step()  # the adversarial group only: the erasers have no gradient here
-                        adversarial.grad = None
+                        adversarial[k].grad = torch.autograd.grad(loss_adv, [adv], retain_graph=last)[0]
+                        opt.step()  # concept k's embeddings only: nothing else has a gradient here
+                        adversarial[k].grad = None
                     else:
                         e_n = eps(z, t, c_states)
                 erasers.record = False
@@ -255,13 +275,14 @@ class RecelerUnlearner(TrainedUnlearner):
                 opt.step()  # the erasers only: the adversarial embeddings have no gradient here
                 opt.zero_grad(set_to_none=True)
                 state["losses"].append(float(loss.detach()))
-                run.checkpoint(it + 1, {"state": state}, {**trainable, "adversarial": adversarial}, opt.state_dict())
+                run.checkpoint(it + 1, {"state": state}, {**trainable, **advs}, opt.state_dict())
                 run.after_step(it + 1)
         finally:
             recorder.restore()
             erasers.record, erasers.enabled = False, True
             erasers.eval().requires_grad_(False)
         self.erasers = erasers
+        self.adversarial = {c: a.detach().cpu() for c, a in zip(cfg.concepts, adversarial)}
         self.stats = {"first_loss": state["losses"][0] if state["losses"] else None,
                       "final_loss": state["losses"][-1] if state["losses"] else None,
                       "final_attack_loss": state["attack_losses"][-1] if state["attack_losses"] else None,
