@@ -8,12 +8,12 @@ import torch
 from igmu_hf.hub import load_pipeline
 from igmu_hf.methods import CAConfig, CAUnlearner, DoCoConfig, DoCoUnlearner
 from igmu_hf.methods.ca import caption_pairs
-from igmu_hf.methods.doco import PatchDiscriminator, project_conflicting
+from igmu_hf.methods.doco import AuthorsDiscriminator, PatchDiscriminator, project_conflicting
 
 FAST_CA = {"num_images": 6, "max_train_steps": 30, "learning_rate": 2e-5, "num_inference_steps": 10,
            "train_batch_size": 4}
 FAST_DOCO = {"num_images": 4, "max_train_steps": 6, "learning_rate": 2e-5, "num_inference_steps": 8,
-             "discriminator_layers": 1, "discriminator_channels": 8}
+             "discriminator_layers": 1, "discriminator_channels": 8, "warm_up": 2, "train_batch_size": 4}
 
 
 def test_caption_pairs_replace_objects_and_drop_styles():
@@ -108,3 +108,84 @@ def test_bad_settings_are_refused():
         DoCoConfig(concepts=["circle"], prior_loss_weight=0)
     with pytest.raises(ValueError, match="does not mention"):
         CAUnlearner(CAConfig(concepts=["circle"], prompts=["a red square"], num_images=1)).unlearn(load_pipeline())
+
+
+def test_authors_discriminator_is_their_four_stride_two_blocks():
+    d = AuthorsDiscriminator(4)
+    convs = [m for m in d if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
+        (4, 64, 2), (64, 128, 2), (128, 256, 2), (256, 512, 2), (512, 1, 1)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in d) == 3
+    assert d(torch.randn(2, 4, 64, 64)).shape == (2, 1, 3, 3)
+
+
+def test_doco_authors_step_is_the_formula_of_their_train_py():
+    """One step after the warm-up, computed independently: fake = x̂₀(ε_θ(x_t, c*)), real = x̂₀(ε_orig(x_t, c)) from
+    an untouched copy of the original; L_adv = mean softplus(D(fake)) (BCE towards their real label 0), L_p the
+    ε-MSE on the anchor caption, L_D = mean softplus(−D(sg fake)) + mean softplus(D(real)); g_p, g_a each clipped to
+    norm 1, g_a − λ·cos·ĝ_p per tensor where cos < 0; AdamW's first step θ(1 − lr·wd) − lr·g/(|g| + ε); D's
+    first Adam step from ∇L_D + ∇_D L_adv (their backward leaves the latter in D)."""
+    import torch.nn.functional as F
+
+    from igmu_hf.methods.ca import ca_parameter_names
+
+    pipe, original = load_pipeline(), load_pipeline().unet
+    cfg = DoCoConfig(concepts=["circle"], num_images=4, num_inference_steps=8, train_batch_size=4, warm_up=0,
+                     learning_rate=1e-3, scale_lr=False, discriminator_layers=1, discriminator_channels=8)
+    un = DoCoUnlearner(cfg, progress=False)
+    setup = un.setup_training(pipe, ca_parameter_names(pipe.unet, __import__("igmu_hf.families", fromlist=["x"])
+                                                       .family_of(pipe), cfg.parameter_group))
+    unet, disc, sched = setup["unet"], setup["discriminator"], setup["scheduler"]
+    names = list(setup["trainable"])
+    theta0 = {n: p.detach().clone() for n, p in setup["trainable"].items()}
+    disc0 = {n: p.detach().clone() for n, p in disc.named_parameters()}
+    d = un.draw(1, setup)
+    c_t = setup["conds"][setup["target_rows"][d["idx"]]].states
+    c_a = setup["conds"][setup["anchor_rows"][d["idx"]]].states
+    a = sched.alphas_cumprod[d["t"]].view(-1, 1, 1, 1)
+
+    def x0(eps):
+        return (d["x_t"] - (1 - a).sqrt() * eps) / a.sqrt()
+
+    ref = copy_disc(disc)
+    fake = x0(unet(d["x_t"], d["t"], c_t).sample)
+    with torch.no_grad():
+        real = x0(original(d["x_t"], d["t"], c_a).sample)
+    adv = F.softplus(ref(fake)).mean()
+    prior = (unet(d["x_t"], d["t"], c_a).sample - d["noise"]).pow(2).mean()
+    params = [setup["trainable"][n] for n in names]
+
+    def clipped(loss):
+        g = torch.autograd.grad(loss, params, retain_graph=True)
+        norm = torch.cat([x.flatten() for x in g]).norm()
+        return [x * min(1.0, 1.0 / (float(norm) + 1e-6)) for x in g]
+
+    g_p, g_a = clipped(prior), clipped(adv)
+    expected = {}
+    for n, p0, ga, gp in zip(names, (theta0[n] for n in names), g_a, g_p):
+        cos = float((ga / (ga.norm() + 1e-8)).flatten() @ (gp / (gp.norm() + 1e-8)).flatten())
+        g = ga - cos * gp / (gp.norm() + 1e-8) if cos < 0 else ga
+        expected[n] = p0 * (1 - 1e-3 * 1e-2) - 1e-3 * g / (g.abs() + 1e-8)
+    d_params = list(ref.parameters())
+    l_d = F.softplus(-ref(fake.detach())).mean() + F.softplus(ref(real)).mean()
+    g_d = [x + y for x, y in zip(torch.autograd.grad(l_d, d_params), torch.autograd.grad(adv, d_params))]
+    expected_d = {n: p0 - 1e-4 * g / (g.abs() + 1e-8) for (n, p0), g in zip(disc0.items(), g_d)}
+
+    state = un.initial_state()
+    un.train_step(1, setup, state)
+    def rel(new, old, want):  # ‖Δ − Δ_expected‖ / ‖Δ_expected‖ (Adam's g/|g| is touchy where |g| ~ ε)
+        return float(((new.detach() - old) - (want - old)).norm() / (want - old).norm())
+
+    for n in names:
+        assert rel(setup["trainable"][n], theta0[n], expected[n]) < 1e-3, n
+    for n, p in disc.named_parameters():
+        assert rel(p, disc0[n], expected_d[n]) < 1e-3, n
+    assert state["discriminator_losses"][0] == pytest.approx(float(l_d), rel=1e-5)
+    assert state["losses"][0] == pytest.approx(float(adv), rel=1e-5)
+
+
+def copy_disc(disc):
+    """A copy of the discriminator with the same weights and batch-norm state (the step updates the original's)."""
+    import copy
+
+    return copy.deepcopy(disc)

@@ -1,6 +1,26 @@
 """DoCo: Unlearning Concepts in Diffusion Model via Concept Domain Correction (Wu et al., AAAI 2025).
 
-DoCo starts from Concept Ablation (:mod:`igmu_hf.methods.ca`: anchor images x, anchor captions c, target captions c*)
+Two formulations (``DoCoConfig.formulation``).
+
+**'authors_code'** (default): the authors' ``train.py`` at ``yongliang-wu/DoCo`` ebf6ff4 as it runs with the README's
+flags (``--with_prior_preservation --gradient_clip --lambda_ 1 --warm_up 1000 --scale_lr``, cross-attn K/V)::
+
+    x̂₀(ε̂)   = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t                (their DDPM ``step_batch``'s pred_original_sample)
+    fake    = x̂₀(ε_θ(x_t, c*)),  real = x̂₀(ε_orig(x_t, c))          (ε_orig: a frozen copy of the original UNet)
+    D       their PatchGAN: 4 blocks conv 4×4 stride 2 (64→128→256→512, batch norm after the first), LeakyReLU
+            0.2, then conv 4×4 → 1 logit per patch; Adam betas (0.5, 0.999); label 0 = real (the anchor domain)
+    L_D     = BCE(D(real), 0) + BCE(D(sg fake), 1)                  every step
+    after warm_up steps only (their ``global_step > warm_up``):
+    L_adv   = BCE(D(fake), 0);   L_p = ‖ε_θ(x_t, c) − ε‖²  (prior preservation)
+    g_p = clip(∇L_p), g_a = clip(∇L_adv)   (each clipped to global norm 1.0 over the trained weights)
+    per weight tensor: cos = â·b̂ (unit vectors, +1e-8);  if cos < 0: g_a ← g_a − λ·cos·ĝ_p      (``gradient_clip.py``)
+    θ ← AdamW(g_a)   (weight decay 1e-2; the prior gradient itself is never added)
+    without surgery: θ ← AdamW(clip(∇(L_adv + 0.1·w·L_p)))
+
+Their backward of L_adv also leaves its gradient in the discriminator, which their D step then adds to ∇L_D (their
+``optimizer_D.zero_grad()`` runs only after D's step); that is kept.
+
+**'paper_reading'**: igmu_hf's earlier reading of the paper (kept as an option; not the authors'). DoCo starts from Concept Ablation (:mod:`igmu_hf.methods.ca`: anchor images x, anchor captions c, target captions c*)
 and adds, per step::
 
     x̂₀(c)  = the x₀ the model predicts from x_t under caption c (from its ε: (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t)
@@ -16,7 +36,9 @@ The discriminator here is pix2pix's PatchGAN (``NLayerDiscriminator``: 4×4 conv
 norm, LeakyReLU 0.2, one logit per patch) on latent channels, written here as no maintained library ships it.
 """
 
+import copy
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,26 +50,51 @@ from ..seeding import seeded
 
 @dataclass
 class DoCoConfig(CAConfig):
-    parameter_group: str | None = field(default="crossattn", metadata={
-        "help": "Trained weights (see CA); DoCo's: the cross-attention, 'crossattn'."})
-    learning_rate: float | None = field(default=6e-6, metadata={"help": "Adam learning rate of the UNet."})
+    formulation: str = field(default="authors_code", metadata={
+        "help": "'authors_code': yongliang-wu/DoCo ebf6ff4's train.py as it runs (adversarial loss against a frozen "
+                "original's anchor domain, per-tensor surgery against the prior gradient, AdamW, discriminator "
+                "warm-up; module docstring). 'paper_reading': igmu_hf's earlier reading of the paper (CA's MSE + "
+                "λ_adv × adversarial, global PCGrad, a step on g_u' + w·g_p, Adam, no warm-up)."})
+    parameter_group: str | None = field(default="crossattn_kv", metadata={
+        "help": "Trained weights (see CA); the authors' --parameter_group cross-attn: attn2 to_k/to_v, "
+                "'crossattn_kv'."})
+    learning_rate: float | None = field(default=6e-6, metadata={"help": "Learning rate of the UNet (before "
+                                                                       "scale_lr)."})
     max_train_steps: int | None = field(default=2000, metadata={"help": "Optimisation steps."})
-    scale_lr: bool = field(default=False, metadata={"help": "Multiply the learning rates by the global batch size."})
+    scale_lr: bool = field(default=True, metadata={"help": "Multiply the UNet's learning rate by the global batch "
+                                                           "size (the README's --scale_lr; the discriminator's is "
+                                                           "not scaled, as theirs)."})
     prior_loss_weight: float = field(default=1.0, metadata={"help": "w of the prior-preservation loss L_p."})
-    adversarial_weight: float = field(default=1.0, metadata={"help": "λ_adv of the generator's adversarial term."})
-    discriminator_lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the discriminator."})
-    discriminator_channels: int = field(default=64, metadata={"help": "Width of the PatchGAN's first layer."})
-    discriminator_layers: int = field(default=3, metadata={
-        "help": "Stride-2 layers of the PatchGAN (pix2pix's n_layers; fewer for small latents)."})
+    adversarial_weight: float = field(default=1.0, metadata={
+        "help": "λ_adv of the generator's adversarial term ('paper_reading' only)."})
+    discriminator_lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the discriminator (the "
+                                                                     "README's --dlr for objects and nudity)."})
+    discriminator_channels: int = field(default=64, metadata={"help": "Width of the discriminator's first layer."})
+    discriminator_layers: int = field(default=4, metadata={
+        "help": "Stride-2 blocks of the discriminator ('authors_code': theirs has 4 for 64×64 latents; "
+                "'paper_reading': pix2pix's n_layers); fewer for small latents."})
     gradient_surgery: bool = field(default=True, metadata={
-        "help": "Project the unlearning gradient off the preservation gradient where they conflict."})
+        "help": "Correct the unlearning gradient against the preservation gradient where they conflict (the "
+                "authors' --gradient_clip)."})
+    surgery_strength: float = field(default=1.0, metadata={"help": "λ of the authors' surgery (--lambda_)."})
+    warm_up: int = field(default=1000, metadata={
+        "help": "Steps at the start where only the discriminator trains (the authors' --warm_up; 'authors_code')."})
+    max_grad_norm: float = field(default=1.0, metadata={
+        "help": "Global gradient-norm clip of the UNet's gradients ('authors_code'; their --max_grad_norm)."})
+    adam_weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay of the UNet "
+                                                                      "('authors_code')."})
 
-    # measured on the mini world (README, "Baselines II"): 400 steps at lr 2e-5 (the paper's 6e-6: circle 0.92)
+    field_ranges: ClassVar[dict] = {"warm_up": (0, None, True), "surgery_strength": (0, None, True)}
+    defaults_version = "2"  # 2: the authors' code (ebf6ff4) by default; 1 was 'paper_reading' with its defaults
+    # measured on the mini world: 400 steps at lr 2e-5 (the paper's 6e-6 did not forget circle), warm-up scaled with
+    # the steps (theirs: half of them), one discriminator block for the 8×8 latents
     mini_preset = {"num_images": 24, "train_batch_size": 4, "max_train_steps": 400, "learning_rate": 2e-5,
-                   "discriminator_layers": 1}
+                   "scale_lr": False, "warm_up": 200, "discriminator_layers": 1}
 
     def __post_init__(self):
         super().__post_init__()
+        if self.formulation not in ("authors_code", "paper_reading"):
+            raise ValueError(f"`formulation` must be 'authors_code' or 'paper_reading', got {self.formulation!r}.")
         if self.discriminator_layers < 1 or self.discriminator_channels < 1:
             raise ValueError("`discriminator_layers` and `discriminator_channels` must be ≥ 1, got "
                              f"{self.discriminator_layers} and {self.discriminator_channels}.")
@@ -70,6 +117,44 @@ class PatchDiscriminator(torch.nn.Sequential):
             width = out
         mods.append(torch.nn.Conv2d(width, 1, 4, 1, 1))
         super().__init__(*mods)
+
+
+class AuthorsDiscriminator(torch.nn.Sequential):
+    """The authors' PatchGAN (``DoCo/gan.py``, ebf6ff4): ``blocks`` conv 4×4 stride 2 (widths 64·2^i, at most 512;
+    batch norm after all but the first), LeakyReLU 0.2, then a conv 4×4 (padding 1) to one logit per patch. Written
+    here from its description (no library ships it)."""
+
+    def __init__(self, in_channels: int, channels: int = 64, blocks: int = 4):
+        mods: list[torch.nn.Module] = []
+        width = in_channels
+        for i in range(blocks):
+            out = min(channels * 2 ** i, 512)
+            mods.append(torch.nn.Conv2d(width, out, 4, stride=2, padding=1))
+            if i > 0:
+                mods.append(torch.nn.BatchNorm2d(out))
+            mods.append(torch.nn.LeakyReLU(0.2))
+            width = out
+        mods.append(torch.nn.Conv2d(width, 1, 4, padding=1))
+        super().__init__(*mods)
+
+
+def clip_to_norm(flat: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """``flat`` scaled as ``torch.nn.utils.clip_grad_norm_`` scales gradients (coefficient max/(norm+1e-6), ≤ 1)."""
+    return flat * (max_norm / (flat.norm() + 1e-6)).clamp(max=1.0)
+
+
+def authors_surgery(g_a: list[torch.Tensor], g_b: list[torch.Tensor], strength: float) -> tuple[list[torch.Tensor], int]:
+    """The authors' ``adjust_gradient`` per weight tensor: with unit vectors â, b̂ (norm + 1e-8) and cos = â·b̂,
+    ``g_a − strength·cos·b̂`` where cos < 0 (b̂ is the *unit* prior gradient: the step is not PCGrad's projection).
+    Returns the corrected gradients and how many tensors conflicted."""
+    out, conflicts = [], 0
+    for a, b in zip(g_a, g_b):
+        b_hat = b / (torch.linalg.norm(b) + 1e-8)
+        cos = torch.dot((a / (torch.linalg.norm(a) + 1e-8)).flatten(), b_hat.flatten())
+        if cos < 0:
+            a, conflicts = a - strength * cos * b_hat, conflicts + 1
+        out.append(a)
+    return out, conflicts
 
 
 def predicted_x0(family, scheduler, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -95,24 +180,18 @@ class DoCoUnlearner(CAUnlearner):
                       "public since 97b2df0; this implementation follows the paper and differs from it as its "
                       "deviations list), on nupurkmr9/concept-ablation@595ecb7 for the CA base")
     deviations = (*CAUnlearner.deviations,
-                  "The discriminator and the UNet are updated from the same step's gradients in one Adam step "
-                  "(two parameter groups), not alternately.",
+                  "The discriminator and the UNet step in one optimiser (AdamW groups; the discriminator's with "
+                  "weight decay 0, i.e. Adam, betas (0.5, 0.999)); theirs are two optimisers stepped one after the "
+                  "other on the same step's gradients, which gives the same update.",
                   "Gradients are averaged over processes by hand (the surgery needs the whole gradient before the "
                   "step).",
-                  # differences from the authors' code (yongliang-wu/DoCo ebf6ff4), by reading; issue 29 chooses
-                  "Generator loss: CA's MSE towards the anchor prediction plus λ_adv × the adversarial term; the "
-                  "authors' code uses the adversarial term only (plus 0.1 × w × prior without surgery).",
-                  "The anchor prediction comes from the model being trained (stop-gradient); the authors' from a "
-                  "frozen copy of the original UNet.",
-                  "Gradient surgery: a global PCGrad projection, then a step on g_u' + w·g_p; the authors' code, per "
-                  "tensor, subtracts λ·cos·(unit prior gradient) when cos < 0 and never adds the prior gradient.",
-                  "Both networks train from step 1; the authors' discriminator trains alone for the first 1000 of "
-                  "2000 steps (--warm_up).",
-                  "Discriminator: pix2pix's layout (last 512-channel layer at stride 1, no bias), Adam with default "
-                  "betas; the authors': four stride-2 blocks 64→512 then a 1-channel convolution, Adam betas "
-                  "(0.5, 0.999).",
-                  "Every cross-attention weight trains at lr 6e-6; the authors' code trains attn2 to_k/to_v only, "
-                  "with the lr scaled by the batch size.")
+                  "The prior-preservation term runs on the same noisy anchor latents and captions as the "
+                  "adversarial term (the authors: separate class-image rows, with their own noise and t).",
+                  "The first token's cross-attention K/V keeps its gradient (the authors' CustomDiffusion attention "
+                  "processor detaches it).",
+                  "formulation='paper_reading' (igmu_hf's earlier reading) differs from the authors' code: CA's MSE "
+                  "plus λ_adv × the adversarial term, the anchor from the model being trained, a global PCGrad "
+                  "projection then a step on g_u' + w·g_p, Adam, no warm-up, pix2pix's discriminator.")
     config_class = DoCoConfig
     technique = "concept ablation with adversarial domain correction and gradient surgery"
     wrap_model = False  # the surgery computes gradients with autograd.grad; they are synchronised by hand
@@ -124,21 +203,93 @@ class DoCoUnlearner(CAUnlearner):
         setup = super().setup_training(pipeline, names)
         cfg: DoCoConfig = self.config
         unet = setup["unet"]
+        authors = cfg.formulation == "authors_code"
         with seeded(cfg.seed):
-            disc = PatchDiscriminator(unet.config.in_channels, cfg.discriminator_channels, cfg.discriminator_layers)
+            disc = (AuthorsDiscriminator if authors else PatchDiscriminator)(
+                unet.config.in_channels, cfg.discriminator_channels, cfg.discriminator_layers)
         disc.to(setup["run"].device).train()
         scale = cfg.train_batch_size if cfg.scale_lr else 1
         setup["discriminator"] = disc
         setup["disc_params"] = {f"discriminator.{n}": p for n, p in disc.named_parameters()}
+        g_params = list(setup["trainable"].values())
         # one optimiser, two groups, so the scaffold's checkpoint holds both
-        setup["opt"] = torch.optim.Adam([{"params": list(setup["trainable"].values()), "lr": cfg.learning_rate * scale},
-                                         {"params": list(disc.parameters()), "lr": cfg.discriminator_lr * scale}])
+        if authors:
+            # AdamW for the UNet (their optimizer_class) and, with weight decay 0 (= Adam), betas (0.5, 0.999) for
+            # the discriminator (their init_discriminator); a group without gradients is skipped by the step
+            setup["opt"] = torch.optim.AdamW([
+                {"params": g_params, "lr": cfg.learning_rate * scale, "weight_decay": cfg.adam_weight_decay},
+                {"params": list(disc.parameters()), "lr": cfg.discriminator_lr, "betas": (0.5, 0.999),
+                 "weight_decay": 0.0}])
+            with seeded(cfg.seed):
+                setup["shadow"] = copy.deepcopy(unet).requires_grad_(False).eval()  # their frozen shadow_unet
+        else:
+            setup["opt"] = torch.optim.Adam([{"params": g_params, "lr": cfg.learning_rate * scale},
+                                             {"params": list(disc.parameters()), "lr": cfg.discriminator_lr * scale}])
         setup["checkpointed"] = {**setup["trainable"], **setup["disc_params"],  # batch-norm statistics too
                                  **{f"discriminator.{n}": b for n, b in disc.named_buffers()}}
         return setup
 
+    def authors_losses(self, step: int, d: dict, setup) -> dict:
+        """The authors' step's losses on a drawn batch (module docstring): ``adv`` and ``prior`` (None before the
+        warm-up ends) and ``disc`` (L_D), with ``fake``/``real`` the x̂₀ the discriminator sees."""
+        cfg: DoCoConfig = self.config
+        family, sched, unet, disc = setup["family"], setup["scheduler"], setup["unet"], setup["discriminator"]
+        dev = setup["run"].device
+        c_target = setup["conds"][setup["target_rows"][d["idx"]]].to(dev)
+        c_anchor = setup["conds"][setup["anchor_rows"][d["idx"]]].to(dev)
+        fake = predicted_x0(family, sched, family.predict(unet, d["x_t"], d["t"], c_target), d["x_t"], d["t"])
+        with torch.no_grad():
+            real = predicted_x0(family, sched, family.predict(setup["shadow"], d["x_t"], d["t"], c_anchor),
+                                d["x_t"], d["t"])
+        out = {"fake": fake, "real": real, "adv": None, "prior": None}
+        if step > cfg.warm_up:
+            logits = disc(fake)
+            out["adv"] = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+            if cfg.prior_loss_weight > 0:
+                out["prior"] = F.mse_loss(family.predict(unet, d["x_t"], d["t"], c_anchor),
+                                          family.target(sched, d["x0"], d["noise"], d["t"]))
+        d_real, d_fake = disc(real), disc(fake.detach())
+        out["disc"] = (F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+                       + F.binary_cross_entropy_with_logits(d_real, torch.zeros_like(d_real)))
+        return out
+
+    def authors_step(self, step: int, setup, state: dict) -> None:
+        cfg: DoCoConfig = self.config
+        acc = setup["run"].accelerator
+        g_params = list(setup["trainable"].values())
+        d_params = list(setup["disc_params"].values())
+        losses = self.authors_losses(step, self.draw(step, setup), setup)
+        d_extra, conflicts, total = None, 0, 0.0
+        if losses["adv"] is not None:
+            if cfg.gradient_surgery:
+                g_b = self._split(clip_to_norm(self._flat(torch.autograd.grad(losses["prior"], g_params,
+                                                                              retain_graph=True, allow_unused=True),
+                                                          g_params, acc), cfg.max_grad_norm), g_params)
+                generator_loss = losses["adv"]
+            else:
+                generator_loss = losses["adv"] + 0.1 * cfg.prior_loss_weight * (losses["prior"] if
+                                                                                  losses["prior"] is not None else 0)
+            grads = torch.autograd.grad(generator_loss, g_params + d_params, retain_graph=True, allow_unused=True)
+            g_a = self._split(clip_to_norm(self._flat(grads[:len(g_params)], g_params, acc), cfg.max_grad_norm),
+                              g_params)
+            d_extra = self._flat(grads[len(g_params):], d_params, acc)  # left in D by their backward
+            if cfg.gradient_surgery:
+                g_a, conflicts = authors_surgery(g_a, g_b, cfg.surgery_strength)
+            self._assign(torch.cat([g.flatten() for g in g_a]), g_params)
+            total = float(generator_loss.detach())
+        g_d = self._flat(torch.autograd.grad(losses["disc"], d_params), d_params, acc)
+        self._assign(g_d if d_extra is None else g_d + d_extra, d_params)
+        setup["opt"].step()  # the UNet group only after the warm-up (before it, it has no gradients)
+        setup["opt"].zero_grad(set_to_none=True)
+        state["losses"].append(total)
+        state["discriminator_losses"].append(float(losses["disc"].detach()))
+        state["conflicts"] += int(conflicts > 0)
+        acc.log({"loss": total, "discriminator_loss": state["discriminator_losses"][-1]}, step=step + 1)
+
     def train_step(self, step: int, setup, state: dict) -> None:
         cfg: DoCoConfig = self.config
+        if cfg.formulation == "authors_code":
+            return self.authors_step(step, setup, state)
         acc, family, sched = setup["run"].accelerator, setup["family"], setup["scheduler"]
         g_params = list(setup["trainable"].values())
         disc, d_params = setup["discriminator"], list(setup["disc_params"].values())
@@ -174,6 +325,14 @@ class DoCoUnlearner(CAUnlearner):
         """The gradients as one vector (zeros for unused weights), averaged over the processes."""
         flat = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
         return acc.reduce(flat, reduction="mean") if acc.num_processes > 1 else flat
+
+    @staticmethod
+    def _split(flat: torch.Tensor, params) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for p in params:
+            out.append(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+        return out
 
     @staticmethod
     def _assign(flat: torch.Tensor, params) -> None:
