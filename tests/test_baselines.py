@@ -21,9 +21,15 @@ def family_dirs(tmp_path_factory):
 
 # ---------------------------------------------------------------- ESD
 def test_esd_first_loss_equals_the_formula_on_the_pipelines_own_trajectory(family_dirs):
-    """The first step's loss, recomputed with diffusers' StableDiffusionPipeline for z (stopped after the paper
-    code's number of DDIM steps) and the UNet called directly: ‖ε(z,t,c) − [ε*(z,t,∅) − η(ε*(z,t,c) − ε*(z,t,∅))]‖²."""
+    """The first step's loss, recomputed with diffusers' StableDiffusionPipeline for z (on the paper code's ldm grid,
+    whose ``t_start=-1`` drops the highest DDIM timestep, stopped after its number of steps) and the UNet called
+    directly: ‖ε(z,t,c) − [ε*(z,t,∅) − η(ε*(z,t,c) − ε*(z,t,∅))]‖²."""
     from diffusers import DDIMScheduler
+
+    class LdmGrid(DDIMScheduler):  # the ldm sampler's timesteps[:t_start] with t_start = -1: the top one dropped
+        def set_timesteps(self, *args, **kwargs):
+            super().set_timesteps(*args, **kwargs)
+            self.timesteps = self.timesteps[1:]
 
     from igmu_hf.methods import ESDConfig, ESDUnlearner
     from igmu_hf.methods.esd import esd_draws, steps_until
@@ -34,7 +40,7 @@ def test_esd_first_loss_equals_the_formula_on_the_pipelines_own_trajectory(famil
     shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
     [(word, t_enc, t, start)] = esd_draws(cfg, 0, shape, 1000)
     ref = load_pipeline(family_dirs["sd1"])
-    ref.scheduler = DDIMScheduler.from_config(ref.scheduler.config)
+    ref.scheduler = LdmGrid.from_config(ref.scheduler.config)
     ref.set_progress_bar_config(disable=True)
     n_steps, seen = steps_until(t_enc, cfg.ddim_steps), {}
 
@@ -59,8 +65,9 @@ def test_esd_first_loss_equals_the_formula_on_the_pipelines_own_trajectory(famil
 def test_esd_timesteps_and_trajectory_lengths_follow_the_paper_code():
     from igmu_hf.methods.esd import esd_timesteps, steps_until
 
-    # the paper's sampler breaks after the step of index till_T − 1 (all steps for till_T 0 and 1)
-    assert [steps_until(t, 50) for t in (0, 1, 2, 25, 49)] == [50, 50, 49, 26, 2]
+    # the paper's ldm sampler runs S − 1 steps (t_start=-1 drops the top one) and breaks after the step of index
+    # till_T − 1 (all S − 1 for till_T 0 and 1)
+    assert [steps_until(t, 50) for t in (0, 1, 2, 25, 49)] == [49, 49, 48, 25, 1]
     g = torch.Generator().manual_seed(0)
     for t_enc in (0, 7, 49):
         ts = {esd_timesteps(t_enc, 50, 1000, g) for _ in range(200)}

@@ -98,15 +98,16 @@ def fuse_lora_into_unet(unet, family=None) -> tuple[dict[str, torch.Tensor], lis
 
 @torch.no_grad()
 def ddim_sample_steps(family, denoiser, scheduler, latents: torch.Tensor, cond, uncond, guidance_scale: float,
-                      num_steps: int) -> torch.Tensor:
-    """Run the first ``num_steps`` steps of the DDIM (η = 0) trajectory from ``latents`` with classifier-free guidance
-    (``scheduler`` has had ``set_timesteps``); the partly denoised latents (ESD's z_t and the methods built on it)."""
+                      num_steps: int, first: int = 0) -> torch.Tensor:
+    """Run ``num_steps`` steps of the DDIM (η = 0) trajectory from ``latents`` with classifier-free guidance, starting
+    at the grid's timestep of index ``first`` (``scheduler`` has had ``set_timesteps``); the partly denoised latents
+    (ESD's z_t and the methods built on it)."""
     from .families import Conditioning
 
     n = len(latents)
     both = Conditioning.cat([uncond.expand(n), cond.expand(n)]).to(latents.device)
     x = latents
-    for t in scheduler.timesteps[:num_steps]:
+    for t in scheduler.timesteps[first:first + num_steps]:
         pred = family.predict(denoiser, torch.cat([x, x]), t.expand(2 * n).to(x.device), both)
         pu, pc = pred.chunk(2)
         x = scheduler.step(pu + guidance_scale * (pc - pu), t, x, eta=0.0).prev_sample

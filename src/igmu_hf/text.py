@@ -1,14 +1,30 @@
 """Text-side helpers shared by methods, attacks and metrics: vocabulary checks and prompt encoding."""
 
 import re
+import weakref
 
 import torch
 
+_OPEN_VOCABULARY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer -> (its size, the answer)
+
 
 def _is_open_vocabulary(tokenizer) -> bool:
-    """True for byte-level tokenizers (CLIP's) that can spell any text; the mini world's is closed."""
+    """True for byte-level tokenizers (CLIP's) that can spell any text; the mini world's is closed. Remembered per
+    tokenizer (and its size, which added tokens change): the scan of CLIP's 49,408 entries costs ~0.1 s a call."""
+    size = len(tokenizer)
+    try:
+        known = _OPEN_VOCABULARY.get(tokenizer)
+    except TypeError:  # not weak-referenceable: no memory
+        known = None
+    if known is not None and known[0] == size:
+        return known[1]
     vocab = tokenizer.get_vocab()
-    return sum(1 for tok in vocab if len(tok.replace("</w>", "")) == 1) >= 200
+    answer = sum(1 for tok in vocab if len(tok.replace("</w>", "")) == 1) >= 200
+    try:
+        _OPEN_VOCABULARY[tokenizer] = (size, answer)
+    except TypeError:
+        pass
+    return answer
 
 
 def check_token_length(tokenizer, text: str, name: str = "concept") -> None:

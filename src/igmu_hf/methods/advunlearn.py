@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..families import Conditioning, family_of
 from .base import MethodConfig, TrainedUnlearner, register_method
-from .esd import _ddim_scheduler, esd_target, esd_timesteps, steps_until
+from .esd import _ddim_scheduler, esd_target, esd_timesteps, paper_trajectory
 
 
 @dataclass
@@ -120,7 +120,6 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..attacks.soft_prompt import prefixed_states, random_vocabulary_embeddings, soft_prefix_attack
-        from ..diffusion import ddim_sample_steps
         from ..text import prompt_states
         from ..training import TrainingRun
 
@@ -153,8 +152,8 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
 
         def trajectory(start, cond, t_enc):
             with torch.no_grad():
-                return ddim_sample_steps(family, unet, sampler, start.to(dev), cond, empty, cfg.start_guidance,
-                                         steps_until(t_enc, cfg.ddim_steps))
+                return paper_trajectory(family, unet, sampler, start.to(dev), cond, empty, cfg.start_guidance, t_enc,
+                                        cfg.ddim_steps)
 
         def eps(z, t, states):
             return family.predict(unet, z, torch.full((len(z),), t, device=dev), Conditioning(states))

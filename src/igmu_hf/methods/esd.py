@@ -107,8 +107,21 @@ def esd_timesteps(t_enc: int, ddim_steps: int, num_train_timesteps: int, generat
 
 
 def steps_until(t_enc: int, ddim_steps: int) -> int:
-    """DDIM steps the paper code's sampler runs for ``till_T = t_enc`` (it breaks after the step of index t_enc−1)."""
-    return ddim_steps if t_enc <= 1 else ddim_steps - t_enc + 1
+    """DDIM steps the paper code's ldm sampler runs for ``till_T = t_enc``: ``sample(t_start=-1)`` drops the grid's
+    highest timestep (``ddim.py``: ``timesteps[:t_start]``), leaving S − 1 steps, and it breaks after the step of
+    index t_enc − 1 (all S − 1 for t_enc 0 and 1)."""
+    return ddim_steps - 1 if t_enc <= 1 else ddim_steps - t_enc
+
+
+def paper_trajectory(family, denoiser, sampler, start: torch.Tensor, cond, uncond, guidance_scale: float, t_enc: int,
+                     ddim_steps: int) -> torch.Tensor:
+    """z of DDIM index ``t_enc`` as the paper code makes it (rohitgandikota/erasing ``sample_model``, reused by
+    AdvUnlearn and Receler): z_T enters at the grid's *second* timestep (the highest is dropped by ``t_start=-1``)
+    and :func:`steps_until` steps run from there, so z ends at the noise level of DDIM index t_enc − 1."""
+    from ..diffusion import ddim_sample_steps
+
+    return ddim_sample_steps(family, denoiser, sampler, start, cond, uncond, guidance_scale,
+                             steps_until(t_enc, ddim_steps), first=1)
 
 
 def esd_draws(config: ESDConfig, step: int, shape: tuple[int, ...], num_train_timesteps: int
@@ -143,7 +156,6 @@ class ESDUnlearner(TrainedUnlearner):
     multi_concept = True  # the paper code erases several words in one run (--seperator)
 
     def _unlearn(self, pipeline) -> list[str]:
-        from ..diffusion import ddim_sample_steps
         from ..training import TrainingRun
 
         cfg: ESDConfig = self.config
@@ -182,8 +194,8 @@ class ESDUnlearner(TrainedUnlearner):
             loss_sum = 0.0
             for word, t_enc, t, start in mine:
                 c = conds[1 + word:2 + word]
-                z = ddim_sample_steps(family, unet, sampler, start.to(dev), c, empty, cfg.start_guidance,
-                                      steps_until(t_enc, cfg.ddim_steps))
+                z = paper_trajectory(family, unet, sampler, start.to(dev), c, empty, cfg.start_guidance, t_enc,
+                                     cfg.ddim_steps)
                 tt = torch.tensor([t], device=dev)
                 with torch.no_grad():
                     e_0, e_p = family.predict(original, torch.cat([z, z]), tt.expand(2),

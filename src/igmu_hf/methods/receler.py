@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..families import Conditioning, family_of
 from .base import MethodConfig, TrainedUnlearner, register_method
-from .esd import _ddim_scheduler, esd_target, esd_timesteps, steps_until
+from .esd import _ddim_scheduler, esd_target, esd_timesteps, paper_trajectory
 from ..seeding import seeded
 
 
@@ -175,7 +175,6 @@ class RecelerUnlearner(TrainedUnlearner):
         self.adversarial: dict[str, torch.Tensor] = {}  # each concept's adversarial embeddings after training
 
     def _unlearn(self, pipeline) -> list[str]:
-        from ..diffusion import ddim_sample_steps
         from ..pipelines.receler.pipeline_receler import RecelerErasers
         from ..training import TrainingRun
         from .fmn import AttentionProbabilities, concept_positions
@@ -233,8 +232,8 @@ class RecelerUnlearner(TrainedUnlearner):
                 start = torch.randn((1, *shape), generator=g)
                 c_states = conds[1 + k:2 + k].states
                 with torch.no_grad():
-                    z = ddim_sample_steps(family, unet, sampler, start.to(dev), Conditioning(c_states), empty,
-                                          cfg.start_guidance, steps_until(t_enc, cfg.ddim_steps))
+                    z = paper_trajectory(family, unet, sampler, start.to(dev), Conditioning(c_states), empty,
+                                         cfg.start_guidance, t_enc, cfg.ddim_steps)
                     erasers.enabled = False
                     e_0 = eps(z, t, empty.states)
                     recorder.probs.clear()
