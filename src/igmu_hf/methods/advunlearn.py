@@ -116,7 +116,12 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
         "iteration seeded by (seed, iteration) so a resumed run repeats the uninterrupted one.",
         "The inner attack zeroes its gradient every step and returns the prefix after its last update; the authors' "
         "(train-scripts/utils/attack_util.py) never zero it, so its gradient accumulates over the attack steps, and "
-        "return the prefix from before the last update.")
+        "return the prefix from before the last update.",
+        "The adversarial prompt keeps every token of the concept; the authors' split_id/split_embd keep "
+        "len(word.split()) tokens, so a concept with more tokens than words is cut ('nudity' = [nud, ity] "
+        "trains on '<adv> nud').",
+        "Retain prompts are a fresh random choice each iteration, the word by torch's generator; the authors "
+        "draw retain prompts without replacement across iterations and the word with Python's random.")
 
     def _unlearn(self, pipeline) -> list[str]:
         from ..attacks.soft_prompt import prefixed_states, random_vocabulary_embeddings, soft_prefix_attack

@@ -158,7 +158,27 @@ class CAUnlearner(GeneratedImagesUnlearner):
                   "Timesteps and noise seeded by (seed, step), so N processes and a resumed run repeat the "
                   "1-process, uninterrupted run.",
                   "Adam without weight decay or gradient clipping; the authors' diffusers/train.py uses AdamW "
-                  "(weight decay 1e-2) and clips the gradient norm at 1.0.")
+                  "(weight decay 1e-2) and clips the gradient norm at 1.0.",
+                  "The loss is the mean over latent elements; the authors' masked loss sums the 4 latent channels over "
+                  "a one-channel mask count (diffusers/train.py, utils.py), 4× ours: Adam's step barely depends on the "
+                  "scale and we do not clip, so this changes nothing without prior preservation (with it, their CA term"
+                  " weighs 4× against the prior).",
+                  "The first token's cross-attention K/V keeps its gradient; the authors' CustomDiffusion attention "
+                  "processor (model_pipeline.py) detaches it (1.4 % of the gradient on the tiny SD1 pipeline, "
+                  "benchmarks/paper_code/ca.py).",
+                  "The loss covers the whole latent; the authors' mask leaves out its border ([1:size/8−1] in each "
+                  "direction, 62×62 of 64×64 at 512 px), and their object/nudity commands (no --noaug) also rescale "
+                  "images at random with a shrunk mask and prefix the target caption with 'a far away'/'very "
+                  "small'/'zoomed in'/'close up'.",
+                  "Anchor images: the DDIM pipeline at num_inference_steps/guidance_scale (50, 7.5), 200 images; the "
+                  "authors: DPMSolver 25 steps, guidance 6.0, η 1, 1000 class images.",
+                  "With prior_loss_weight > 0 the prior term runs on the same noisy anchor rows; the authors' on "
+                  "separate class images with their own noise and t (a mask of ones), their lr doubled under "
+                  "--scale_lr, weight 1.0 by default.",
+                  "CatIGMU Status targets follow the nudity command of diffusers/README.md at 595ecb7 (all weights, lr "
+                  "2e-7, 400 steps); the README at c11fb1b, after the paper, uses anchor prompts from people.txt, "
+                  "negative_prompt = the target when generating anchors, the 'attn' group, lr 4e-6, prior preservation "
+                  "and --noaug.")
 
     config_class = CAConfig
     technique = "fine-tuning towards the anchor's prediction (concept ablation)"

@@ -154,10 +154,14 @@ class ConceptPruneUnlearner(Unlearner):
                       "wanda/save_union_over_time.py, utils/prompts.py, configs/wanda_config.yaml")
     deviations = ("Only the first `timesteps` denoising steps are run (the later ones do not enter the union; the "
                   "authors generate all 50).",
-                  "Our own subject lists for the real-world prompt pairs (the authors' things/humans/scenes files are "
-                  "not shipped); the mini world uses its own grammar.",
+                  "Our own subject lists for the real-world prompt pairs; the authors' datasets/things.txt, humans.txt "
+                  "and common_scenes.txt (added in f9e2983, read by utils/prompts.py) share 7 of 20, 5 of 18 and 6 "
+                  "of 12 of them, and their object prompts use scenes for the 8 Imagenette objects only, with own "
+                  "lists for church and garbage truck; the mini world uses its own grammar.",
                   "Layers are matched to scores by module name; the authors match by call order against the "
-                  "alphabetically sorted names (the same on SD1.x).")
+                  "alphabetically sorted names (the same on SD1.x).",
+                  "The multi-concept union (the authors' multi_concept_union.py) is not offered: one concept per run.",
+                  "The pipeline runs in the model's dtype (float32 here); the authors' in float16.")
 
     config_class = ConceptPruneConfig
     technique = "training-free pruning of skilled FFN weights (WANDA scores)"

@@ -148,7 +148,11 @@ class ESDUnlearner(TrainedUnlearner):
     deviations = ("diffusers names for the paper code's CompVis parameter filters (out. → conv_norm_out/conv_out, "
                   "time_embed → time_embedding; SDXL's add_embedding excluded with it by ESD-u).",
                   "The frozen ε* is a copy on the same device (the paper code loads it on a second device).",
-                  "v-prediction UNets (SD2.x): the guidance combination is applied to v (affine in ε at fixed z).")
+                  "v-prediction UNets (SD2.x): the guidance combination is applied to v (affine in ε at fixed z).",
+                  "z_T has the pipeline's latent size (or `resolution`'s); the paper code always draws (1, 4, 64, 64), "
+                  "the same at SD1.4's 512 px.",
+                  "The DDIM grid comes from the pipeline's scheduler config (diffusers DDIMScheduler); the paper code "
+                  "uses ldm's uniform grid, identical for SD1.4's config (leading spacing, steps_offset 1).")
 
     config_class = ESDConfig
     technique = "fine-tuning with negative guidance (ESD)"

@@ -109,7 +109,16 @@ class RECEUnlearner(Unlearner):
     deviations = ("Runs the configured epochs and keeps the last; the authors stop early and pick the epoch by their "
                   "task classifier's accuracy.",
                   "igmu unlearn fills CatIGMU's preserve set by default (the authors' nudity/object scripts preserve "
-                  "none; pass an empty preserve list for that).")
+                  "none; pass an empty preserve list for that).",
+                  "Every closed-form solve in float64 (UCE's edit, the adversarial embedding, the regularised re-edit);"
+                  " the authors' in float32 (torch.inverse of matrices with condition numbers 1e4–1e5): as each runs, "
+                  "the weights differ by 4e-4–1.5e-3, in float64 on both sides by ≤ 1e-11 "
+                  "(benchmarks/paper_code/rece.py).",
+                  "Epoch counts (3 for nudity, 1 otherwise) are the README's/scripts' at 403a67f; the scripts at "
+                  "10ea80d pass --epochs 5 (then pick the epoch by their classifier).",
+                  "The preserve set is [''] + preserve once; the authors' train.py (nudity/unsafe) uses [' '] × k for k"
+                  " concepts without a preserve list, and a random sample without '' with one; UCE-stage s_p is not "
+                  "rounded (theirs: 3 decimals).")
 
     config_class = RECEConfig
     technique = "closed-form weight edit (cross-attention K/V) with closed-form adversarial embeddings"

@@ -162,7 +162,11 @@ class RecelerUnlearner(TrainedUnlearner):
         "indexing with a tensor makes, so their erasers train on the clean prompt (ESD loss + mask penalty) and the "
         "adversarial embeddings never reach the model: adversarial_prompt='authors_code' trains so.",
         "adversarial_prompt='authors_code' skips the inner attack (its embeddings never reach the model, so the "
-        "erasers are the same); the authors run its attack_steps passes per iteration.")
+        "erasers are the same); the authors run its attack_steps passes per iteration.",
+        "z_T has the pipeline's latent size; the authors always draw (1, 4, 64, 64) (the same at 512 px).",
+        "The mask's min-max normalisation guards a constant map (denominator clamped: penalty everywhere); "
+        "the authors' has no guard (NaN: no penalty anywhere).",
+        "No 'i2p' alias (the authors expand it to 11 words).")
 
     config_class = RecelerConfig
     technique = "lightweight erasers after cross-attention, adversarially trained (ESD loss + concept-mask penalty)"

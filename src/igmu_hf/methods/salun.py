@@ -108,7 +108,16 @@ class SalUnUnlearner(GeneratedImagesUnlearner):
                   "resumed run repeat the 1-process, uninterrupted run; latents are VAE posterior means.",
                   "Forget batches are drawn at random from the whole forget set each step; the authors' paper-era "
                   "loops (random_label.py, nsfw_removal.py at ac880a2) call next(iter(forget_dl)) on an unshuffled "
-                  "loader, so every step trains on its first batch (fixed upstream in 716e618 and 47377e3, 2026).")
+                  "loader, so every step trains on its first batch (fixed upstream in 716e618 and 47377e3, 2026).",
+                  "Retain batches are drawn with replacement each step; the authors' loops take the retain loader's "
+                  "first batch every step.",
+                  "The saliency mask covers the weights being trained; the authors' generate_mask.py ranks every UNet "
+                  "weight, so for train_method 'xattn' their threshold is global over all weights (identical for "
+                  "'full').",
+                  "One latent per forget image for both predictions; the authors encode the forget images twice, so the"
+                  " noisy and pseudo-labelled latents come from two posterior samples.",
+                  "The mask keeps |g| ≥ the round(ratio·N)-th largest; the authors keep exactly int(ratio·N) by rank "
+                  "(ties or an odd N can keep one more here; 0 entries differ on the tiny SD1 pipeline).")
 
     config_class = SalUnConfig
     technique = "saliency-masked fine-tuning towards a pseudo caption"
