@@ -87,6 +87,27 @@ def interleaved_ratio(ours: Callable[[], object], theirs: Callable[[], object], 
             "step_time_ratio": statistics.median(t_ours) / statistics.median(t_theirs), "repeats": repeats}
 
 
+def per_step_ratio(ours: Callable[[int], object], theirs: Callable[[int], object], k: int = 4,
+                   repeats: int = 3) -> dict:
+    """Our time per training step over theirs, fixed costs (model loading, setup, saving) cancelled: each side's
+    ``run(n)`` (the whole program for ``n`` steps) timed at n = 1 and n = ``k``, alternately (theirs first), and
+    (T(k) − T(1)) / (k − 1) compared by medians. For programs whose setup differs (ours: an accelerate run, a
+    checkpointable state, a model card's metadata) while their step is the same."""
+    per = {"ours": [], "theirs": []}
+    for _ in range(repeats):
+        times = {}
+        for n in (1, k):
+            for name, f in (("theirs", theirs), ("ours", ours)):
+                t0 = time.perf_counter()
+                f(n)
+                times[name, n] = time.perf_counter() - t0
+        for name in per:
+            per[name].append((times[name, k] - times[name, 1]) / (k - 1))
+    o, t = statistics.median(per["ours"]), statistics.median(per["theirs"])
+    return {"seconds_per_step_ours": o, "seconds_per_step_theirs": t, "step_time_ratio": o / t,
+            "per_step_from": f"(T({k}) - T(1)) / {k - 1}, median of {repeats}"}
+
+
 def grads_of(params: dict) -> dict:
     """``{name: grad}`` (zeros where a parameter got none) of named parameters, detached copies."""
     import torch

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from compare_paper_code import grads_of, interleaved_ratio, paper_function, rel_diff
+from compare_paper_code import per_step_ratio, grads_of, interleaved_ratio, paper_function, rel_diff
 
 REPOSITORY, COMMIT = "rohitgandikota/erasing", "4100f4e"
 SCRIPT = "train-scripts/train-esd.py"
@@ -178,7 +178,33 @@ def compare(repo: str, concept: str = "van gogh", seed: int = 3) -> dict:
 
     pool_t = [copy.deepcopy(base) for _ in range(5)]
     pool_o = [copy.deepcopy(base) for _ in range(5)]
-    timing = interleaved_ratio(lambda: ours(pool_o.pop(), draws), lambda: theirs(pool_t.pop()))
+    whole = interleaved_ratio(lambda: ours(pool_o.pop(), draws), lambda: theirs(pool_t.pop()))
+    # per step: n iterations each, ours fed their n draws (the same trajectories, so the same work per step)
+    last = {}
+
+    def theirs_n(n):
+        recorder = DrawRecorder()
+        torch.manual_seed(seed)
+        with contextlib.redirect_stdout(io.StringIO()):
+            train_esd_for(copy.deepcopy(base), recorder)(
+                prompt=concept, train_method=hp["train_method"], start_guidance=hp["start_guidance"],
+                negative_guidance=hp["negative_guidance"], iterations=n, lr=hp["lr"], config_path=None,
+                ckpt_path=None, diffusers_config_path=None, devices=["cpu", "cpu"], image_size=32,
+                ddim_steps=hp["ddim_steps"])
+        last["draws"] = recorder.draws
+
+    def ours_n(n):
+        d = last["draws"]
+        per = [(0, int(d[3 * i]), int(d[3 * i + 1]), d[3 * i + 2].clone()) for i in range(n)]
+        saved = esd_mod.esd_draws
+        esd_mod.esd_draws = lambda config, step, shape, T: [per[step]]
+        try:
+            ESDUnlearner(ESDConfig(concepts=[concept], seed=seed, **{**hp, "iterations": n}),
+                         progress=False).unlearn(copy.deepcopy(base))
+        finally:
+            esd_mod.esd_draws = saved
+
+    timing = {**per_step_ratio(ours_n, theirs_n), "whole_run_time_ratio": whole["step_time_ratio"]}
     return {
         "compared": (f"one ESD-x iteration (xattn, sg 3, ng 1.0, lr 1e-5, 50 DDIM steps) on tiny sd1, '{concept}', "
                      f"same t_enc={int(draws[0])}, t={int(draws[1])}, z_T; z from each side's DDIM"),

@@ -22,6 +22,7 @@ end-of-text position, as ours. The main comparison uses the tiny sd1 pipeline wi
 ``<|endoftext|>``), where their mask also takes the 70-odd padding positions (declared deviation).
 """
 
+import dataclasses
 import contextlib
 import copy
 import io
@@ -50,7 +51,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from compare_paper_code import grads_of, interleaved_ratio, paper_function, paper_source, rel_diff
+from compare_paper_code import per_step_ratio, grads_of, interleaved_ratio, paper_function, paper_source, rel_diff
 
 REPOSITORY, COMMIT = "SHI-Labs/Forget-Me-Not", "a4a81e8"
 SCRIPT = "src/train_attn.py"
@@ -255,7 +256,24 @@ def compare(repo: str) -> dict:
 
     pool_t = [copy.deepcopy(base) for _ in range(5)]
     pool_o = [copy.deepcopy(base) for _ in range(5)]
-    timing = interleaved_ratio(lambda: ours(pool_o.pop(), rec, own_latents=True), lambda: theirs(pool_t.pop()))
+    whole = interleaved_ratio(lambda: ours(pool_o.pop(), rec, own_latents=True), lambda: theirs(pool_t.pop()))
+
+    def theirs_n(n):
+        draws = TheirDraws()
+        args = their_args(config, str(Path(tmp) / "out"))
+        args.max_train_steps = n
+        with in_dir(tmp), contextlib.redirect_stdout(io.StringIO()):
+            run_theirs(copy.deepcopy(base), args, draws)
+        logging.getLogger().setLevel(root_level)
+
+    def ours_n(n):
+        pipe = copy.deepcopy(base)
+        RecordingAccelerator.watch = pipe.unet
+        with our_draws(None, rec["t"], rec["noise"]):
+            FMNUnlearner(dataclasses.replace(cfg, max_train_steps=n), images=images,
+                         accelerator=RecordingAccelerator(), progress=False).unlearn(pipe)
+
+    timing = {**per_step_ratio(ours_n, theirs_n), "whole_run_time_ratio": whole["step_time_ratio"]}
     shutil.rmtree(tmp, ignore_errors=True)
     return {
         "compared": (f"one FMN step (whole UNet, AdamW 2e-6 wd 1e-2, use_pooler) on tiny sd1 with SD2.1's '!' padding, "
