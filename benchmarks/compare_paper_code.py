@@ -139,12 +139,12 @@ def table(rows: list[dict]) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("method", choices=[*METHODS, "all"])
+    p.add_argument("method", nargs="+", choices=[*METHODS, "all"])
     p.add_argument("--paper_repo", help="Fetched snapshot of the authors' repository (one method).")
     p.add_argument("--mirrors", help="Folder of fetched snapshots, one `owner+name/repo` per authors' repository.")
     args = p.parse_args()
     sys.path.insert(0, str(HERE))
-    methods = METHODS if args.method == "all" else (args.method,)
+    methods = METHODS if "all" in args.method else tuple(args.method)
     rows = []
     for m in methods:
         module = importlib.import_module(f"paper_code.{m}")
@@ -157,6 +157,15 @@ def main():
 
 
 if __name__ == "__main__":
-    from results import record
+    from results import provenance, this_command, write_result
 
-    record("paper_code", "Our methods beside the authors' code", main)
+    write = "--no_write" not in sys.argv
+    if not write:
+        sys.argv.remove("--no_write")
+    meta = provenance(this_command())
+    rows = main()
+    if write:
+        md = "\n".join(["One JSON line per method (every key the comparison measured), then the table.", "",
+                        "```", *(json.dumps(r, default=str) for r in rows), "```", "", table(rows)])
+        path = write_result("paper_code", "Our methods beside the authors' code", md, {"rows": rows}, meta=meta)
+        print(f"Written: {path}")
