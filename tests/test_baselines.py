@@ -385,6 +385,26 @@ def test_mace_fusion_equals_the_closed_form_over_every_concepts_prompts(family_d
     assert moved > 1e-4, "the LoRAs changed nothing: the fusion check would be vacuous"
 
 
+def test_mace_token_mask_marks_every_end_token_as_the_authors_dataset():
+    """MACE's default (the authors' dataset.py): the concept's tokens and every end-of-text token of the padded
+    prompt — on SD1's CLIP tokenizer, which pads with it, the padding too; on a tokenizer padding with '!' (SD2's),
+    only the one end-of-text. every_end_token=False keeps the first end-of-text position only."""
+    from igmu_hf.methods import MACEConfig
+    from igmu_hf.methods.fmn import concept_positions
+    from igmu_hf.tiny_pipelines import clip_tokenizer
+
+    sd1, sd2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+    ids = sd1("a photo of church", padding="max_length", max_length=sd1.model_max_length).input_ids
+    n = len(sd1("a photo of church").input_ids)
+    eos = [i for i, t in enumerate(ids) if t == sd1.eos_token_id]
+    assert len(eos) == sd1.model_max_length - n + 1  # the end-of-text and every padding position
+    assert MACEConfig(concepts=["church"]).every_end_token
+    for tok, marked in ((sd1, [n - 2, *eos]), (sd2, [n - 2, n - 1])):
+        pos = concept_positions(tok, "a photo of church", "church", True, every_end_token=True)
+        assert pos.nonzero()[:, 0].tolist() == marked
+        assert concept_positions(tok, "a photo of church", "church", True).nonzero()[:, 0].tolist() == [n - 2, n - 1]
+
+
 def test_mace_importance_sampling_peaks_between_200_and_400():
     from igmu_hf.methods.mace import importance_weights
 

@@ -10,7 +10,7 @@ from igmu_hf.methods import CAConfig, CAUnlearner, DoCoConfig, DoCoUnlearner
 from igmu_hf.methods.ca import caption_pairs
 from igmu_hf.methods.doco import AuthorsDiscriminator, PatchDiscriminator, project_conflicting
 
-FAST_CA = {"num_images": 6, "max_train_steps": 30, "learning_rate": 2e-5, "num_inference_steps": 10,
+FAST_CA = {"num_images": 6, "max_train_steps": 40, "learning_rate": 2e-5, "num_inference_steps": 10,
            "train_batch_size": 4}
 FAST_DOCO = {"num_images": 4, "max_train_steps": 6, "learning_rate": 2e-5, "num_inference_steps": 8,
              "discriminator_layers": 1, "discriminator_channels": 8, "warm_up": 2, "train_batch_size": 4}
@@ -60,7 +60,7 @@ def test_ca_pulls_the_target_caption_onto_the_anchor_and_trains_its_group():
     changed = {n for (n, a), b in zip(result.pipeline.unet.state_dict().items(), before_pipe.unet.state_dict().values())
                if not torch.equal(a, b)}
     assert changed and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in changed)
-    assert result.extra["training"]["steps"] == 30
+    assert result.extra["training"]["steps"] == 40
 
 
 def test_surgery_removes_only_the_conflicting_component():
@@ -189,3 +189,43 @@ def copy_disc(disc):
     import copy
 
     return copy.deepcopy(disc)
+
+
+def test_first_token_kv_detached_cuts_only_the_first_tokens_gradient():
+    """The authors' CustomDiffusion processor detaches <|startoftext|>'s key and value: with the hooks, the images are
+    the same, and the K/V weights' gradient equals the one computed with each projection's first row made from a
+    detached copy of its weight (the token-0 term of Σ_j (∂L/∂k_j) x_jᵀ removed), unlike the plain gradient."""
+    from igmu_hf.methods.ca import first_token_kv_detached
+    from igmu_hf.tiny_pipelines import tiny_pipeline
+
+    unet = tiny_pipeline("sd1").unet
+    g = torch.Generator().manual_seed(0)
+    x, states = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, 32, generator=g)
+    kv = {n: m for n, m in unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))}
+    weights = [m.weight for m in kv.values()]
+
+    def grads():
+        out = unet(x, torch.tensor([500]), states).sample
+        return out, torch.autograd.grad(out.pow(2).mean(), weights)
+
+    plain_out, plain = grads()
+    hooks = first_token_kv_detached(unet)
+    try:
+        hooked_out, hooked = grads()
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def first_row_frozen(module, args, out):
+        (inp,) = args
+        return torch.cat([inp[:, :1] @ module.weight.detach().T, out[:, 1:]], dim=1)
+
+    handles = [m.register_forward_hook(first_row_frozen) for m in kv.values()]
+    try:
+        _, expected = grads()
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(hooked_out, plain_out, rtol=0, atol=0)
+    assert len(weights) == 8 and all(torch.allclose(a, b, rtol=1e-5, atol=1e-9) for a, b in zip(hooked, expected))
+    assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-9) for a, b in zip(hooked, plain))

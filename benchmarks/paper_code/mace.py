@@ -338,7 +338,7 @@ def compare(repo: str, concept: str = "ship", seed: int = 2024, repeats: int = 5
         exec(step, step_ns)
         loss_t, grads_t = step_ns["loss"].item(), captured["grads_t"][-1]
         # the same step with our concept-position mask (only the mask differs)
-        pos_ours = concept_positions(tok, prompts[p_idx], concept, args.use_pooler)[None]
+        pos_ours = concept_positions(tok, prompts[p_idx], concept, args.use_pooler, every_end_token=True)[None]
         with torch.no_grad():
             for k, v in their_params.items():
                 v.copy_(state[k])
@@ -401,11 +401,10 @@ def _without_mini(concept: str) -> str:
 
 
 DIFFERENCES = [
-    "UNDECLARED: concept-position mask. Theirs (src/dataset.py:237-242) marks every position whose token is "
-    "<|endoftext|> when use_pooler; SD1.x's CLIP tokenizer pads with that token, so the end-of-text AND all padding "
-    "positions (70 of 77 for the drawn prompt, `concept_positions_marked`) enter the attention loss. Ours (methods/mace.py _train_lora -> "
-    "fmn.concept_positions, fmn.py:90-91) marks only the first end-of-text position. (SD2/SDXL's second tokenizer pads with '!', so there only the end-of-text is marked.) FMN declares this same "
-    "difference; MACE's `deviations` do not. This is the whole loss/grad gap (see *_same_positions).",
+    "fixed (was the whole loss/grad gap, 0.83/2.1): concept-position mask. Theirs (src/dataset.py:237-242) marks "
+    "every position whose token is <|endoftext|> when use_pooler; SD1.x's CLIP tokenizer pads with that token, so "
+    "the end-of-text and all padding positions enter the attention loss. Ours marked only the first end-of-text "
+    "position; MACEConfig.every_end_token (default) now marks as theirs.",
     "declared: no Grounded-SAM mask (their configs set use_gsam_mask: true; cfr_utils.py:172-183 vs our whole-image "
     "loss).",
     "declared (partly): latents are VAE posterior means (ours, families.latents) vs theirs latent_dist.sample() "

@@ -61,6 +61,12 @@ class CAConfig(MethodConfig):
 
     # the best of the settings measured on the mini world (README, "Baselines II"): the authors' cross-attn K/V, 24
     # anchor images, batch 4, lr 1e-5 for 400 steps (3e-5: circle 0.04 but square -0.17)
+    detach_first_token: bool = field(default=True, metadata={
+        "help": "Cut the gradient through the first token's (<|startoftext|>) cross-attention key and value, as the "
+                "authors' CustomDiffusion attention processor does (model_pipeline.py; DoCo's too). False: every "
+                "token's (igmu_hf before defaults_version 2)."})
+
+    defaults_version = "2"  # 2: detach_first_token (the authors' attention processor) on by default
     mini_preset = {"num_images": 24, "train_batch_size": 4, "learning_rate": 1e-5, "max_train_steps": 400}
 
     def __post_init__(self):
@@ -143,6 +149,18 @@ def ca_loss(pred_target: torch.Tensor, pred_anchor: torch.Tensor) -> torch.Tenso
     return F.mse_loss(pred_target, pred_anchor.detach())
 
 
+def first_token_kv_detached(denoiser) -> list:
+    """Forward hooks on every cross-attention key and value projection that cut the gradient through the first
+    token's row (the values are unchanged), as the authors' ``CustomDiffusionAttnProcessor`` does with its
+    ``detach`` mask. Returns the hook handles (``.remove()`` them after training)."""
+
+    def hook(module, args, out):
+        return torch.cat([out[:, :1].detach(), out[:, 1:]], dim=1)
+
+    return [m.register_forward_hook(hook) for n, m in denoiser.named_modules()
+            if n.endswith(("attn2.to_k", "attn2.to_v"))]
+
+
 class CAUnlearner(GeneratedImagesUnlearner):
     """Concept Ablation, model-based (see module docstring); the result is a fused pipeline folder."""
 
@@ -163,9 +181,6 @@ class CAUnlearner(GeneratedImagesUnlearner):
                   "a one-channel mask count (diffusers/train.py, utils.py), 4× ours: Adam's step barely depends on the "
                   "scale and we do not clip, so this changes nothing without prior preservation (with it, their CA term"
                   " weighs 4× against the prior).",
-                  "The first token's cross-attention K/V keeps its gradient; the authors' CustomDiffusion attention "
-                  "processor (model_pipeline.py) detaches it (1.4 % of the gradient on the tiny SD1 pipeline, "
-                  "benchmarks/paper_code/ca.py).",
                   "The loss covers the whole latent; the authors' mask leaves out its border ([1:size/8−1] in each "
                   "direction, 62×62 of 64×64 at 512 px), and their object/nudity commands (no --noaug) also rescale "
                   "images at random with a shrunk mask and prefix the target caption with 'a far away'/'very "
@@ -207,12 +222,15 @@ class CAUnlearner(GeneratedImagesUnlearner):
         run, unet = setup["run"], setup["unet"]
         state, first = self.resume(setup)
         unet.train()
+        hooks = first_token_kv_detached(unet) if cfg.detach_first_token else []
         try:
             for step in run.steps(first, cfg.max_train_steps, self.display_name):
                 self.train_step(step, setup, state)
                 run.checkpoint(step + 1, {"state": state}, setup["checkpointed"], setup["opt"].state_dict())
                 run.after_step(step + 1)
         finally:
+            for h in hooks:
+                h.remove()
             unet.eval()
             unet.requires_grad_(False)
         self.stats = {"first_loss": state["losses"][0], "final_loss": state["losses"][-1],

@@ -187,8 +187,6 @@ class DoCoUnlearner(CAUnlearner):
                   "step).",
                   "The prior-preservation term runs on the same noisy anchor latents and captions as the "
                   "adversarial term (the authors: separate class-image rows, with their own noise and t).",
-                  "The first token's cross-attention K/V keeps its gradient (the authors' CustomDiffusion attention "
-                  "processor detaches it).",
                   "formulation='paper_reading' (igmu_hf's earlier reading) differs from the authors' code: CA's MSE "
                   "plus λ_adv × the adversarial term, the anchor from the model being trained, a global PCGrad "
                   "projection then a step on g_u' + w·g_p, Adam, no warm-up, pix2pix's discriminator.")

@@ -76,8 +76,11 @@ class FMNConfig(MethodConfig):
         return out
 
 
-def concept_positions(tokenizer, prompt: str, concept: str, use_pooler: bool = True) -> torch.Tensor:
-    """Bool mask over the padded sequence: the concept's tokens in ``prompt`` (and the end-of-text position)."""
+def concept_positions(tokenizer, prompt: str, concept: str, use_pooler: bool = True, every_end_token: bool = False
+                      ) -> torch.Tensor:
+    """Bool mask over the padded sequence: the concept's tokens in ``prompt`` (and, with ``use_pooler``, the
+    end-of-text position; with ``every_end_token`` too, every position holding the end-of-text token, which on
+    tokenizers that pad with it (SD1.x's CLIP) is also all the padding, as MACE's dataset.py marks it)."""
     ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
     cids = tokenizer(concept, add_special_tokens=False).input_ids
     mask = torch.zeros(len(ids), dtype=torch.bool)
@@ -89,6 +92,8 @@ def concept_positions(tokenizer, prompt: str, concept: str, use_pooler: bool = T
                          f"the concept's tokens, so the instance prompt must contain it.")
     if use_pooler:
         mask[len(tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids) - 1] = True
+        if every_end_token:
+            mask |= torch.tensor(ids) == tokenizer.eos_token_id
     return mask
 
 
