@@ -22,9 +22,6 @@ AS_RUN = {"uce": (None, "grad_rel_diff_as_run_float32"), "rece": (None, "grad_re
 ALIGNED = {
     "uce": (None, "grad_rel_diff", "their edit_model in float64 (theirs solves in float32)"),
     "rece": (None, "grad_rel_diff", "their closed forms in float64 (theirs solve in float32)"),
-    "ca": ("loss_rel_diff_ours_times_channels_vs_mask_ones_default_processor",
-           "grad_rel_diff_ours_times_channels_vs_mask_ones_default_processor",
-           "their loss's channel sum, border mask and first-token detach undone (declared)"),
 }
 
 

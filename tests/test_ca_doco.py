@@ -229,3 +229,17 @@ def test_first_token_kv_detached_cuts_only_the_first_tokens_gradient():
     torch.testing.assert_close(hooked_out, plain_out, rtol=0, atol=0)
     assert len(weights) == 8 and all(torch.allclose(a, b, rtol=1e-5, atol=1e-9) for a, b in zip(hooked, expected))
     assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-9) for a, b in zip(hooked, plain))
+
+
+def test_ca_authors_loss_is_their_masked_mean():
+    """Their train.py: ((mse · mask).sum over (C, h, w) / mask.sum over (1, h, w)).mean() with a one-channel mask
+    of the latent's interior (1-pixel border out): C× the plain mean there."""
+    from igmu_hf.methods.ca import ca_loss
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[:, :, 1:7, 1:7] = 1
+    theirs = (((a - b) ** 2 * mask).sum([1, 2, 3]) / mask.sum([1, 2, 3])).mean()
+    torch.testing.assert_close(ca_loss(a, b, authors=True), theirs, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ca_loss(a, b), ((a - b) ** 2).mean(), rtol=1e-6, atol=0)

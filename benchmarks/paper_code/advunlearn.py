@@ -312,17 +312,17 @@ def compare(repo: str) -> dict:
         "option to reproduce either (see attack_* keys for how far apart).",
         "declared: random init draws any token id torch.randint(0, len(tokenizer)) (attack_util.py:14); ours whole-word "
         "tokens only (soft_prompt.py:20).",
-        "UNDECLARED: their adversarial prompt keeps only len(word.split()) concept tokens (attack_util.py:144,157,161 "
+        "declared since (found undeclared): their adversarial prompt keeps only len(word.split()) concept tokens (attack_util.py:144,157,161 "
         "split_id/split_embd with orig_prompt_len = whitespace words), so a concept with more BPE tokens than words "
         "is truncated: 'nudity' = [nud, ity] trains on '<adv> nud' (k tokens dropped from the end of the concept "
         "instead of k pad tokens); ours keeps every token (soft_prompt.py:25 prefixed_states). See "
         "multi_token_states_rel_diff. Paper-faithful fix would be an option in prefixed_states to drop the last k "
         "concept tokens when tokens > words; arguably a bug in theirs.",
-        "UNDECLARED (minor): their retain prompts are drawn without replacement across iterations "
+        "declared since (found undeclared) (minor): their retain prompts are drawn without replacement across iterations "
         "(PromptDataset.get_random_prompts + reset when fewer than retain_batch unseen, AdvUnlearn.py:77,124); ours a "
         "fresh randperm per iteration (advunlearn.py advunlearn_draws), so the same prompt can recur in consecutive "
         "iterations.",
-        "UNDECLARED (minor): the per-step concept word is random.sample(words,1) every adv_prompt_update_step "
+        "declared since (found undeclared) (minor): the per-step concept word is random.sample(words,1) every adv_prompt_update_step "
         "(AdvUnlearn.py:80, a Python RNG); ours torch.randint from the (seed, iteration) generator — same "
         "distribution, different stream.",
         "declared: retain z_r uses the outer t_enc (get_loss.py:323) as ours (advunlearn.py retain trajectory with "

@@ -330,6 +330,12 @@ def compare(repo: str) -> dict:
             abs(channels * loss_ours - th_plain["loss"]) / abs(th_plain["loss"]),
         "grad_rel_diff_ours_times_channels_vs_mask_ones_default_processor":
             rel_diff({k: channels * v for k, v in grads_ours.items()}, th_plain["grads"]),
+        # ours detaches the first token's K/V as their processor (CAConfig.detach_first_token): against their own
+        # processor with the mask set to ones (the border) and our loss × C (the scale), the declared differences
+        "loss_rel_diff_ours_times_channels_vs_mask_ones":
+            abs(channels * loss_ours - th_ones["loss"]) / abs(th_ones["loss"]),
+        "grad_rel_diff_ours_times_channels_vs_mask_ones":
+            rel_diff({k: channels * v for k, v in grads_ours.items()}, th_ones["grads"]),
         "their_mask_share_of_latent": float(mask.mean()),
         "their_grad_total_norm_before_clip": th["total_norm"],
         "lr_ours": setup["opt"].param_groups[0]["lr"], "lr_theirs": th["lr"],
@@ -358,31 +364,28 @@ NUDITY_README = (
     "which contradicts ca.py's 595ecb7 defaults: one of the two must change.")
 
 DIFFERENCES = [
-    "UNDECLARED: their CA loss is 4x ours (C = 4 latent channels): train.py:1150-1152 "
+    "fixed (CAConfig.authors_loss): their CA loss is 4x ours (C = 4 latent channels): train.py:1150-1152 "
     "((mse*mask).sum([1,2,3]) / mask.sum([1,2,3])).mean() with the mask (B,1,h,w) from utils.py:119 "
     "`mask.unsqueeze(1)` sums the 4 channels but divides by a 1-channel pixel count, i.e. per-sample "
     "sum over channels, mean over pixels; ours ca.py ca_loss F.mse_loss = mean over all elements. Gradients are 4x "
     "too. Adam's update is nearly scale-free, but their grad-norm clip at 1.0 acts on the 4x gradient (= clipping ours "
     "at 0.25) and, with --with_prior_preservation, the CA term weighs 4x against the prior term (reduction='mean', "
     "train.py:1141-1146). Fix: ca_loss = F.mse_loss(...) * C (or sum over dim 1, mean over the rest) if the "
-    "authors' scale is wanted, else declare.",
-    "UNDECLARED: their UNet runs CustomDiffusionAttnProcessor (train.py:87 set_attn_processor; model_pipeline.py:"
-    "92-95 `detach[:, :1, :] = 0`): in cross-attention the key and value of the FIRST token (<|startoftext|>) are "
-    "detached, so to_k/to_v get no gradient through it; ours (ca.py CAUnlearner.ca_terms -> family.predict with "
-    "diffusers' AttnProcessor2_0) backpropagates through every token. Forward values identical; gradients differ "
-    "(see grad_rel_diff vs grad_rel_diff_mask_ones_and_default_attn_processor). Fix: in CA's setup_training install a "
-    "processor that detaches K/V of token 0 in attn2 (or declare it).",
-    "UNDECLARED: their loss is a masked mean (train.py:1148-1152: ((mse*mask).sum([1,2,3])/mask.sum).mean()) with "
+    "authors' scale is wanted, else declare. Declared (CAUnlearner.deviations).",
+    "fixed: their UNet runs CustomDiffusionAttnProcessor (train.py:87; model_pipeline.py:92-95 `detach[:, :1, :] = "
+    "0`): the key and value of the first token (<|startoftext|>) are detached in cross-attention. Ours now does the "
+    "same (CAConfig.detach_first_token, forward hooks on attn2.to_k/to_v installed by setup_training).",
+    "fixed (CAConfig.authors_loss): their loss is a masked mean (train.py:1148-1152: ((mse*mask).sum([1,2,3])/mask.sum).mean()) with "
     "the mask from utils.py:221-241 preprocess; even with --noaug (scale == size) it is "
     "mask[1:size//8-1, 1:size//8-1] = 1, i.e. the outer ring of latent pixels is excluded (SD1 512px: 62x62 of 64x64 "
     "= 93.8 % of the latent; tiny 32px/4x: 6x6 of 8x8). Ours: ca.py ca_loss F.mse_loss over every element. Fix: "
     "ca_loss with a latent mask that zeroes the 1-pixel border (per-sample mean over the mask) or declare.",
-    "UNDECLARED (partly): the object and nudity README commands at 595ecb7 omit --noaug, so utils.py:287-306 random "
+    "declared since (found undeclared) (partly): the object and nudity README commands at 595ecb7 omit --noaug, so utils.py:287-306 random "
     "resize augmentation is on: scale ~U[size/3, size] (p 0.66) zero-padded with the mask shrunk to the image, or "
     "~U[1.2, 1.4]·size cropped, and the TARGET caption gets 'a far away '/'very small ' or 'zoomed in '/'close up ' "
     "prepended (the anchor caption does not). Our deviation 'No image augmentation (the README's --hflip)' names "
     "only hflip. Only the style command passes --noaug.",
-    "declared: AdamW weight decay 1e-2 (train.py:893,935-941, adam_weight_decay default 1e-2) and grad-norm clip 1.0 "
+    "fixed (CA uses AdamW + clipping now): AdamW weight decay 1e-2 (train.py:893,935-941, adam_weight_decay default 1e-2) and grad-norm clip 1.0 "
     "over attn2 params / all UNet params (train.py:1178-1188) vs our torch.optim.Adam without either "
     "(ca.py setup_training `opt = torch.optim.Adam(..., lr=lr)`). Step 1 from the same gradient: see "
     "update_rel_diff_same_grad_adam_vs_adamw_clip (Adam's first step is ~lr·sign(g), invariant to the clip scale; "
@@ -394,10 +397,10 @@ DIFFERENCES = [
     "declared: anchor/target captions from CatIGMU (ours) vs LAION retrieval / ChatGPT captions + caption_target "
     "templates (utils.py:244-268: object = anchor.replace(anchor, target); style 3 templates; nudity "
     "'nudity, nsfw, {c}' or \"in nudity, nsfw's style, {c}\").",
-    "UNDECLARED: anchor images: theirs DPMSolverMultistep 25 steps, guidance 6.0, eta 1.0 (train.py:648-650,"
+    "declared since (found undeclared): anchor images: theirs DPMSolverMultistep 25 steps, guidance 6.0, eta 1.0 (train.py:648-650,"
     "740-745), num_class_images default 1000 (train.py:262-264; the README commands do not set it); ours "
     "CAConfig num_inference_steps=50, guidance_scale=7.5 with the pipeline's own scheduler, num_images=200.",
-    "UNDECLARED (only with prior_loss_weight > 0): theirs --with_prior_preservation appends SEPARATE class images "
+    "declared since (found undeclared) (only with prior_loss_weight > 0): theirs --with_prior_preservation appends SEPARATE class images "
     "(other rows, Resize+RandomCrop transform, mask of ones) with their own noise/t half of the batch and the anchor "
     "caption, prior loss vs noise (utils.py:96-110, train.py:1115-1146), doubles the lr under --scale_lr "
     "(train.py:879-880) and uses prior_loss_weight default 1.0; ours (ca.py ca_terms) puts the prior term on the "

@@ -220,15 +220,15 @@ def compare(repo: str, target: str = "Van Gogh", skill_ratio: float = 0.1, repea
 
 
 DIFFERENCES = [
-    "UNDECLARED (the declaration is false): our deviation 'the authors' things/humans/scenes files are not shipped' — "
+    "declared since (found undeclared) (the declaration is false): our deviation 'the authors' things/humans/scenes files are not shipped' — "
     "they are, at 72927d9 (added in f9e2983): datasets/things.txt (20), datasets/humans.txt (18), datasets/common_scenes.txt (12), "
     "read by utils/prompts.py:6-19. Our THINGS/HUMANS/SCENES (methods/conceptprune.py:30-33) are other lists (only "
     "partly overlapping, see their_lists_vs_ours), so our default prompt pairs differ from theirs.",
-    "UNDECLARED: object prompt pairs. Theirs (utils/prompts.py:161-172) uses 'a {scene}' / 'a {target} in a {scene}' "
+    "declared since (found undeclared): object prompt pairs. Theirs (utils/prompts.py:161-172) uses 'a {scene}' / 'a {target} in a {scene}' "
     "over common_scenes for the 8 Imagenette objects only, 'a {scene}' / 'a church {on a road...}' (scenes_church) "
     "for church and the places_truck list for garbage truck; ours (default_prompt_pairs) applies one template with "
     "our SCENES to every non-style concept.",
-    "UNDECLARED: precision. Their pipeline is fp16 (wanda.py via utils/base_utils.py:42 torch_dtype=float16; "
+    "declared since (found undeclared): precision. Their pipeline is fp16 (wanda.py via utils/base_utils.py:42 torch_dtype=float16; "
     "save_union_over_time.py:43,117 prunes and saves fp16); ours scores in float64 from the pipeline's dtype "
     "(float32 here). Not behavioural on this comparison (shimmed); on real SD the fp16 activations/scores can flip "
     "near-tied top-k entries.",

@@ -230,9 +230,9 @@ DIFFERENCES = [
     "esd_parameter_names); for xattn the same 'attn2' filter, identical sets here.",
     "declared: frozen ε* on the same device (train-esd.py:96-103 devices[1]) vs esd.py _unlearn deepcopy.",
     "declared: v-prediction (SD2.x) combination applied to v (esd.py esd_target); the paper code is ε only.",
-    "UNDECLARED (only off the paper's 512 px): train-esd.py:233 draws z_T as (1, 4, 64, 64) whatever image_size; "
+    "declared since (found undeclared) (only off the paper's 512 px): train-esd.py:233 draws z_T as (1, 4, 64, 64) whatever image_size; "
     "esd.py esd_draws uses the pipeline/`resolution` latent size. Same at 512 px (SD1.4 default).",
-    "UNDECLARED (not behavioural at defaults): DDIM trajectory from ldm's DDIMSampler (ddim.py:35-64, uniform "
+    "declared since (found undeclared) (not behavioural at defaults): DDIM trajectory from ldm's DDIMSampler (ddim.py:35-64, uniform "
     "timesteps + 1, alphas_prev[0] = ᾱ_0) vs diffusers DDIMScheduler.from_config(pipeline.scheduler.config) "
     "(esd.py _ddim_scheduler); identical for SD1.4's config (leading spacing, steps_offset 1, set_alpha_to_one "
     "False) but follows the pipeline's scheduler config otherwise (e.g. 'trailing' spacing would change z).",

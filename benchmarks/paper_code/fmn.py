@@ -302,13 +302,13 @@ DIFFERENCES = [
     "('clip_params_given_theirs': 0, grads unchanged); ours clips all trained weights at max_grad_norm 1.0 "
     "(fmn.py:213). On this step the norm (0.80) is under 1, so ours did not scale either; on steps whose norm "
     "exceeds 1 ours takes a smaller step than theirs. (Their only_optimize_ca path passes a list and does clip.)",
-    "UNDECLARED (given images only): their transform resizes the short side to `resolution` and random-crops a "
+    "declared since (found undeclared) (given images only): their transform resizes the short side to `resolution` and random-crops a "
     "square (train_attn.py:102-109, center_crop false); ours feeds each image at its own size rounded to the VAE "
     "factor, no resize to the resolution and no crop (diffusion.py:20 VaeImageProcessor.preprocess). Same for our "
     "generated (square, pipeline-resolution) images.",
-    "UNDECLARED (minor, statistical): their DataLoader reshuffles each epoch and visits every image once per epoch "
+    "declared since (found undeclared) (minor, statistical): their DataLoader reshuffles each epoch and visits every image once per epoch "
     "(train_attn.py:416-422, 519-523); ours draws the image index with replacement each step (fmn.py:204).",
-    "UNDECLARED (ours is right; only batch > 1 with different prompts): their mask is tiled head-major with "
+    "declared since (found undeclared) (ours is right; only batch > 1 with different prompts): their mask is tiled head-major with "
     ".repeat(head_num, 1, 1) (train_attn.py:279) while diffusers' head_to_batch_dim lays the (batch·heads) axis out "
     "batch-major, so at batch > 1 rows get another prompt's positions; ours repeat_interleave (fmn.py:131) matches "
     "the layout. Identical at the config's batch 1.",

@@ -408,17 +408,17 @@ DIFFERENCES = [
     "declared: no Grounded-SAM mask (their configs set use_gsam_mask: true; cfr_utils.py:172-183 vs our whole-image "
     "loss).",
     "declared (partly): latents are VAE posterior means (ours, families.latents) vs theirs latent_dist.sample() "
-    "(cfr_lora_training.py:486) — UNDECLARED part: their pixels are normalised with ImageNet mean/std "
+    "(cfr_lora_training.py:486) — declared since (found undeclared) part: their pixels are normalised with ImageNet mean/std "
     "(src/dataset.py:173, transforms.Normalize([0.485,...],[0.229,...])) instead of SD's [-1,1]; ours use the "
     "pipeline's image_processor ([-1,1]). Their LoRA therefore trains on off-distribution latents.",
-    "UNDECLARED (config help only): mapping concept. Theirs takes it per concept from the config (ship->'ground', "
+    "declared since (found undeclared) (config help only): mapping concept. Theirs takes it per concept from the config (ship->'ground', "
     "automobile->'sky' λ=1e2, bird->'street' λ=1e1, celebrities->'a person'/'a woman' with λ=0 and cache, explicit "
     "-> 'a person wearing clothes', art->'art'); ours (mace.py default_mapping) uses 'ground' for every non-style "
     "concept incl. celebrities ('taylor swift'->'ground') and 'sexual', and λ=1e3 for all (λ is declared).",
-    "UNDECLARED: concept type. Theirs is explicit in the config ([name, 'object'|'style']); ours picks templates by "
+    "declared since (found undeclared): concept type. Theirs is explicit in the config ([name, 'object'|'style']); ours picks templates by "
     "taxonomy.is_style(c): artists outside CatIGMU's table (e.g. 'claude monet', their art config) get object "
     "templates and the 'ground' mapping.",
-    "UNDECLARED (docstring/help only): in the mini world default_mapping returns CatIGMU's replacement "
+    "declared since (found undeclared) (docstring/help only): in the mini world default_mapping returns CatIGMU's replacement "
     "(mace.py: `if domain_of_concept(concept).name == \"mini\" and spec.replacement`), e.g. circle->'square', "
     "sketch->'realistic', red->'green' instead of 'ground'/'art'. It changes the CFR target (c_new) for mini "
     "concepts only; real-world concepts are unaffected. `deviations` mention only the mini grammar.",

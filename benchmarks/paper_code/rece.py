@@ -242,24 +242,24 @@ DIFFERENCES = [
     "`torch.inverse(mat1)`; erase_methods/uce.py:53-109); ours solves in float64 (igmu_hf/methods/uce.py "
     "uce_projection, rece.py adversarial_embedding). All float32 rows' differences are their rounding amplified by "
     "the systems' condition numbers (cond ≈ 1.4e5 for the re-edit's mat2 on tiny sd1 with λ_reg 1e-3; float64 rows agree "
-    "to ~1e-12; ours float32 is 4e-6 from the float64 edit, theirs 1.5e-3). UNDECLARED in RECEUnlearner.deviations (UCE's "
+    "to ~1e-12; ours float32 is 4e-6 from the float64 edit, theirs 1.5e-3). declared in RECEUnlearner.deviations (was undeclared when found) (UCE's "
     "class declares it for the UCE stage only).",
     "Stopping/selection: train_object.py:331-340 breaks when the classifier's target accuracy hits 0 and saves "
     "epochs by accuracy; train.py:287-297 keeps the lowest nudity-rate epoch; ours runs `epochs` and keeps the last "
     "(rece.py RECEUnlearner.deviations[0]). declared",
     "Epoch counts: ours 3 (nudity) / 1 (else) follow README and scripts at 403a67f/44a3355; at 10ea80d "
     "scripts/nudity.sh and art.sh pass --epochs 5 and train_object.py defaults to 5 (rece.py module docstring cites "
-    "10ea80d for the scripts). UNDECLARED (documentation: name the later commit)",
+    "10ea80d for the scripts). declared since (found undeclared) (documentation: name the later commit)",
     "Preserve set of train.py (nudity/unsafe, no --preserve_concepts): retain_texts = [' '] * len(concepts) "
     "(train.py:164-166), so with k concepts the empty prompt gets weight k·s_p; with --preserve_concepts it is "
     "random.sample(preserve, len(concepts)) WITHOUT '' (train.py:167-169). Ours always [''] + preserve once "
     "(rece.py _unlearn). ' ' and '' tokenize alike, so one concept without preserve matches exactly (nudity row). "
-    "UNDECLARED (multi-concept nudity/i2p, or train.py with preserve)",
+    "declared since (found undeclared) (multi-concept nudity/i2p, or train.py with preserve)",
     "Preserve set of the UCE stage: their UCE checkpoints come from UCE-style runs; igmu unlearn fills CatIGMU's "
     "preserve set by default while their nudity/object scripts preserve none (deviations[1]). declared",
     "s_p of the UCE stage: RECE's erase_methods/train_uce.py:291-294 rounds max(0.1, 1/n) to 3 decimals (0.333 for "
     "n=3); ours uses the unrounded value (uce.py UCEConfig.__post_init__; UCE's own train_erase.py@f7222e6:428 does "
-    "not round either). Set equal here (uce_preserve_scale=0.333). UNDECLARED (≤1e-3 relative change of s_p)",
+    "not round either). Set equal here (uce_preserve_scale=0.333). declared since (found undeclared) (≤1e-3 relative change of s_p)",
     "Their close_form_emb_regzero/edit_model_adversarial recompute the concept/guide states with grad enabled "
     "(train_object.py:313-315, close_form_emb.py:196) and write images/embeddings when save_path is set; no effect "
     "on the weights. n/a",

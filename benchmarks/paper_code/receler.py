@@ -486,19 +486,19 @@ DIFFERENCES = [
     "declared (speed): their 50 inner attack passes per iteration (train_receler.py:145-161: forward + autograd.grad "
     "to emb_n + Adam on the unused embeddings) vs ours one pass (receler.py:252, range(1) when not adversarial_on); "
     "the erasers are unchanged by those passes, so their last pass's e_n equals our single pass (loss diff 0).",
-    "UNDECLARED (z; the same mechanism the ESD comparison found and verified, not re-run here since z is shared "
+    "fixed since (z; the same mechanism the ESD comparison found and verified, not re-run here since z is shared "
     "here): their quick_sample_till_t (train_receler.py:74-86) calls receler/utils.py:39 sample_model with "
     "t_start=-1, so ldm's sampler drops the grid's highest step (ddim.py:155 `timesteps[:t_start]`) and breaks after "
     "index t_enc-1 (ddim.py:194); ours (receler.py:236-237, ddim_sample_steps with esd.py steps_until) runs the full "
     "diffusers DDIM grid from its first timestep: one DDIM step more, z_T entering one step higher. Fix as for ESD "
     "(drop the first timestep of the sampler, steps_until -> S-1 if t_enc<=1 else S-t_enc).",
-    "UNDECLARED (only off 512 px): train_receler.py:132 draws start_code as (1, 4, 64, 64) whatever image_size; "
+    "declared since (found undeclared) (only off 512 px): train_receler.py:132 draws start_code as (1, 4, 64, 64) whatever image_size; "
     "ours uses the UNet's sample_size (receler.py:217). Same at SD1.4 512 px.",
-    "UNDECLARED (degenerate maps only): their mask normalisation (concept_reg.py:32) divides by max-min with no "
+    "declared since (found undeclared) (degenerate maps only): their mask normalisation (concept_reg.py:32) divides by max-min with no "
     "epsilon: a spatially constant concept map gives NaN, which survives both threshold assignments and becomes 1 "
     "after .bool() (flip 0: no penalty anywhere); ours (receler.py:111) clamps max-min at 1e-12 -> mask 0 (penalty "
     "everywhere). Never hit on real maps (identical masks here).",
-    "UNDECLARED (input convenience, not a training difference): their 'i2p' concept is expanded to 11 "
+    "declared since (found undeclared) (input convenience, not a training difference): their 'i2p' concept is expanded to 11 "
     "comma-separated words (train_receler.py:48-52, split by --seperator); ours has no such alias (pass the words).",
     "declared: the mask map size: a quarter of the latent size or the nearest available (receler.py mask_size) vs "
     "their fixed 16 (concept_reg.py:24); here 4x4 (tiny sd1's 8x8 latent has 8x8 and 4x4 maps; the shim set theirs "

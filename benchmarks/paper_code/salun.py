@@ -236,17 +236,17 @@ def compare(repo: str) -> dict:
     diffs = [
         "declared: forget batches drawn by a fresh randperm every step (salun.py step loop); theirs call "
         "next(iter(forget_dl)) on an unshuffled loader (random_label.py:72), so every step trains on the first batch.",
-        "UNDECLARED: retain batch sampled with replacement each step, retain[randint(len(retain), (bs,))] (salun.py "
+        "declared since (found undeclared): retain batch sampled with replacement each step, retain[randint(len(retain), (bs,))] (salun.py "
         "r_idx); theirs next(iter(remain_dl)) (random_label.py:73) — the remain loader's first batch every step "
         "(shuffle per setup_remain_data), without replacement within a batch.",
         "declared: latents are VAE posterior means; theirs model.get_input -> encode_first_stage -> posterior.sample() "
         "(ldm ddpm.py). Consequence not stated in deviations: theirs encode the forget images twice "
         "(random_label.py:101 and :104), so forget_noisy and pseudo_noisy (:116-117) are two different posterior "
         "samples; ours uses one x_f for both predictions (sg(ε(x_f, c_p))). Shimmed equal here.",
-        "UNDECLARED (tiny): mask size/rank rule: theirs keep exactly int(N·0.5) entries by argsort rank of -|g| "
+        "declared since (found undeclared) (tiny): mask size/rank rule: theirs keep exactly int(N·0.5) entries by argsort rank of -|g| "
         "(generate_mask.py:84-104, ties broken by sort order); ours keep |g| >= the round(ratio·N)-th largest "
         "(salun.py saliency_mask), so ties at the threshold keep more and odd N may keep one more (round vs int).",
-        "UNDECLARED: the mask is over every UNet weight in theirs (generate_mask.py:30,67, independent of "
+        "declared since (found undeclared): the mask is over every UNet weight in theirs (generate_mask.py:30,67, independent of "
         "train_method); ours over the train_method's weights only (salun.py names/trainable). Same for 'full' "
         "(compared here); differs for xattn (their mask threshold is global over all weights, then only attn2 "
         "trains).",

@@ -152,7 +152,7 @@ DIFFERENCES = [
     "SDXL support (both encoders' penultimate states) — not in the paper code. declared (deviations[1])",
     "Duplicates: their retain list counts a repeated preserve prompt (and a user-given '') twice, in the sum and in "
     "s_p = max(0.1, 1/len(retain_texts)) (train_erase.py:422,428); ours de-duplicates and adds '' once "
-    "(UCEConfig.preserve_prompt_list). UNDECLARED (edge case: duplicate preserve prompts)",
+    "(UCEConfig.preserve_prompt_list). declared since (found undeclared) (edge case: duplicate preserve prompts)",
     "Options their edit_model has and ours lacks: technique='tensor' (:267-276), layers_to_edit (:205-229), "
     "with_to_k=False; their __main__ uses 'replace' and every layer with to_k, as ours. n/a (not reachable from their "
     "script's defaults)",

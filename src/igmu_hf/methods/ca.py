@@ -61,12 +61,21 @@ class CAConfig(MethodConfig):
 
     # the best of the settings measured on the mini world (README, "Baselines II"): the authors' cross-attn K/V, 24
     # anchor images, batch 4, lr 1e-5 for 400 steps (3e-5: circle 0.04 but square -0.17)
+    authors_loss: bool = field(default=True, metadata={
+        "help": "The CA loss as the authors' train.py computes it: the squared error summed over the latent channels "
+                "and averaged over the latent's interior (their mask leaves out a 1-pixel border; with --noaug), "
+                "i.e. C× the plain mean on most of the latent. False: the plain mean over every element."})
+    adam_weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay (the authors' "
+                                                                      "--adam_weight_decay)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip (the authors' --max_grad_norm; "
+                                                                 "0: none)."})
     detach_first_token: bool = field(default=True, metadata={
         "help": "Cut the gradient through the first token's (<|startoftext|>) cross-attention key and value, as the "
                 "authors' CustomDiffusion attention processor does (model_pipeline.py; DoCo's too). False: every "
                 "token's (igmu_hf before defaults_version 2)."})
 
-    defaults_version = "2"  # 2: detach_first_token (the authors' attention processor) on by default
+    # 2: the authors' attention processor (detach_first_token), loss (authors_loss), AdamW and clipping by default
+    defaults_version = "2"
     mini_preset = {"num_images": 24, "train_batch_size": 4, "learning_rate": 1e-5, "max_train_steps": 400}
 
     def __post_init__(self):
@@ -144,9 +153,15 @@ def ca_parameter_names(denoiser, family, group: str) -> list[str]:
     return names
 
 
-def ca_loss(pred_target: torch.Tensor, pred_anchor: torch.Tensor) -> torch.Tensor:
-    """‖ε_θ(x_t, c*) − sg(ε_θ(x_t, c))‖² (mean over elements)."""
-    return F.mse_loss(pred_target, pred_anchor.detach())
+def ca_loss(pred_target: torch.Tensor, pred_anchor: torch.Tensor, authors: bool = False) -> torch.Tensor:
+    """‖ε_θ(x_t, c*) − sg(ε_θ(x_t, c))‖²: the mean over elements, or with ``authors`` as the authors' train.py
+    computes it, per image the sum over channels averaged over the latent's interior (their mask, 1-pixel border
+    left out), then the mean over the batch."""
+    err = (pred_target - pred_anchor.detach()).pow(2)
+    if not authors:
+        return err.mean()
+    inner = err[..., 1:-1, 1:-1] if min(err.shape[-2:]) > 2 else err
+    return inner.sum(1).mean((1, 2)).mean()
 
 
 def first_token_kv_detached(denoiser) -> list:
@@ -172,19 +187,11 @@ class CAUnlearner(GeneratedImagesUnlearner):
                   "No image augmentation (the README's --hflip) and latents are VAE posterior means (the authors "
                   "draw a sample).",
                   "CatIGMU Status targets get the nudity command's settings; the 'crossattn' and 'attn' groups are "
-                  "igmu_hf's additions (DoCo uses 'crossattn').",
+                  "igmu_hf's additions (DoCo's 'paper_reading' formulation used 'crossattn').",
                   "Timesteps and noise seeded by (seed, step), so N processes and a resumed run repeat the "
                   "1-process, uninterrupted run.",
-                  "Adam without weight decay or gradient clipping; the authors' diffusers/train.py uses AdamW "
-                  "(weight decay 1e-2) and clips the gradient norm at 1.0.",
-                  "The loss is the mean over latent elements; the authors' masked loss sums the 4 latent channels over "
-                  "a one-channel mask count (diffusers/train.py, utils.py), 4× ours: Adam's step barely depends on the "
-                  "scale and we do not clip, so this changes nothing without prior preservation (with it, their CA term"
-                  " weighs 4× against the prior).",
-                  "The loss covers the whole latent; the authors' mask leaves out its border ([1:size/8−1] in each "
-                  "direction, 62×62 of 64×64 at 512 px), and their object/nudity commands (no --noaug) also rescale "
-                  "images at random with a shrunk mask and prefix the target caption with 'a far away'/'very "
-                  "small'/'zoomed in'/'close up'.",
+                  "The authors' object/nudity commands (no --noaug) rescale images at random with a shrunk mask and "
+                  "prefix the target caption with 'a far away'/'very small'/'zoomed in'/'close up'; none here.",
                   "Anchor images: the DDIM pipeline at num_inference_steps/guidance_scale (50, 7.5), 200 images; the "
                   "authors: DPMSolver 25 steps, guidance 6.0, η 1, 1000 class images.",
                   "With prior_loss_weight > 0 the prior term runs on the same noisy anchor rows; the authors' on "
@@ -222,14 +229,13 @@ class CAUnlearner(GeneratedImagesUnlearner):
         run, unet = setup["run"], setup["unet"]
         state, first = self.resume(setup)
         unet.train()
-        hooks = first_token_kv_detached(unet) if cfg.detach_first_token else []
         try:
             for step in run.steps(first, cfg.max_train_steps, self.display_name):
                 self.train_step(step, setup, state)
                 run.checkpoint(step + 1, {"state": state}, setup["checkpointed"], setup["opt"].state_dict())
                 run.after_step(step + 1)
         finally:
-            for h in hooks:
+            for h in setup["hooks"]:
                 h.remove()
             unet.eval()
             unet.requires_grad_(False)
@@ -272,9 +278,12 @@ class CAUnlearner(GeneratedImagesUnlearner):
             p.requires_grad_(True)
         acc = run.accelerator
         lr = cfg.learning_rate * (cfg.train_batch_size if cfg.scale_lr else 1)
-        opt = torch.optim.Adam(list(trainable.values()), lr=lr)
+        opt = torch.optim.AdamW(list(trainable.values()), lr=lr, weight_decay=cfg.adam_weight_decay)
         model, opt = acc.prepare(unet, opt) if self.wrap_model else (unet.to(run.device), opt)
+        # the authors' attention processor: no gradient through the first token's K/V (removed after training)
+        hooks = first_token_kv_detached(unet) if cfg.detach_first_token else []
         return {"run": run, "family": family, "unet": unet, "model": model, "opt": opt, "trainable": trainable,
+                "hooks": hooks,
                 "checkpointed": trainable,
                 "latents": latents, "conds": conds,
                 "anchor_rows": torch.tensor([uniq.index(p) for p in anchors]),
@@ -310,7 +319,7 @@ class CAUnlearner(GeneratedImagesUnlearner):
             with torch.no_grad():
                 pred_anchor = family.predict(model, d["x_t"], d["t"], c_anchor)
             prior = torch.zeros((), device=dev)
-        return ca_loss(pred_target, pred_anchor), prior, pred_target, pred_anchor
+        return ca_loss(pred_target, pred_anchor, cfg.authors_loss), prior, pred_target, pred_anchor
 
     def train_step(self, step: int, setup, state: dict) -> None:
         cfg, acc, opt = self.config, setup["run"].accelerator, setup["opt"]
@@ -318,6 +327,8 @@ class CAUnlearner(GeneratedImagesUnlearner):
         loss, prior, _, _ = self.ca_terms(d, setup)
         total = loss + cfg.prior_loss_weight * prior
         acc.backward(total)
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(list(setup["trainable"].values()), cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         state["losses"].append(float(total.detach()))
