@@ -106,6 +106,8 @@ def test_bad_settings_are_refused():
         CAConfig(concepts=["zorblax"])
     with pytest.raises(ValueError, match="prior_loss_weight"):
         DoCoConfig(concepts=["circle"], prior_loss_weight=0)
+    with pytest.raises(ValueError, match="discriminator_layers ≤ 2"):  # 4 blocks on the mini world's 8×8 latents
+        DoCoUnlearner(DoCoConfig(concepts=["circle"], discriminator_layers=4), progress=False).unlearn(load_pipeline())
     with pytest.raises(ValueError, match="does not mention"):
         CAUnlearner(CAConfig(concepts=["circle"], prompts=["a red square"], num_images=1)).unlearn(load_pipeline())
 

@@ -43,6 +43,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..families import family_of
 from .base import register_method
 from .ca import CAConfig, CAUnlearner
 from ..seeding import seeded
@@ -198,6 +199,12 @@ class DoCoUnlearner(CAUnlearner):
         return {"losses": [], "discriminator_losses": [], "conflicts": 0}
 
     def setup_training(self, pipeline, names):
+        cfg: DoCoConfig = self.config
+        size = family_of(pipeline).denoiser(pipeline).config.sample_size
+        if cfg.formulation == "authors_code" and size // 2 ** cfg.discriminator_layers < 2:  # before any image is made
+            most = max(1, (size // 2).bit_length() - 1)
+            raise ValueError(f"The discriminator's {cfg.discriminator_layers} stride-2 blocks shrink the {size}×{size} "
+                             f"latents below 2×2; pass discriminator_layers ≤ {most} for this model.")
         setup = super().setup_training(pipeline, names)
         cfg: DoCoConfig = self.config
         unet = setup["unet"]
