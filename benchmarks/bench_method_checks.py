@@ -42,7 +42,18 @@ def main() -> None:
     p.add_argument("--generation_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--training_seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--work", default="bench_method_checks_work", help="Scratch folder (run cache, models).")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD:FIELD=JSON",
+                   help="A setting over the check's (a probe: use its own --work and --name).")
+    p.add_argument("--name", default="method_checks", help="docs/results/<name>.md; anything but the default is a "
+                                                           "probe the suite does not read.")
     args = p.parse_args()
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        method, _, assignment = item.partition(":")
+        key, _, value = assignment.partition("=")
+        overrides.setdefault(method, {})[key] = json.loads(value)
+    if overrides and args.name == "method_checks":
+        p.error("--set changes the checks' settings: give the probe its own --name (and --work).")
     meta = provenance(this_command())
     wanted = [c for c in all_checks if args.methods is None or c[0] in args.methods]
     work = Path(args.work)
@@ -69,7 +80,8 @@ def main() -> None:
             start = time.time()
             out = work / "models" / f"{method}_{target}_t{t}"
             first = mc.run_method_check(method, target, original(target, args.generation_seeds[0]), multclf, str(out),
-                                        seed=t, generation_seed=args.generation_seeds[0])
+                                        seed=t, generation_seed=args.generation_seeds[0],
+                                        method_kwargs=overrides.get(method))
             pipe = first.pop("pipeline")
             for g in args.generation_seeds:
                 outcome = first if g == args.generation_seeds[0] else mc.check_outcome(
@@ -82,10 +94,10 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             print(f"{method}/{target} seed {t}: {time.time() - start:.0f} s", flush=True)
 
-    write(all_checks, args, work, meta)
+    write(wanted if overrides else all_checks, args, work, meta, overrides)
 
 
-def write(all_checks, args, work: Path, meta: dict) -> None:
+def write(all_checks, args, work: Path, meta: dict, overrides: dict | None = None) -> None:
     """Aggregate every cached run (including checks of earlier invocations) into the record."""
     from igmu_hf import method_checks as mc
     from igmu_hf.metrics.intervals import wilson_interval
@@ -124,7 +136,7 @@ def write(all_checks, args, work: Path, meta: dict) -> None:
             "pass_probability_at_upper_bound": mc.pass_probability(pooled["high"], n, bar),
             "original_pass_probability": mc.pass_probability(ko / pooled_orig["n"], n, bar),
             "runtime_s": sorted(r["runtime_s"] for _, _, r in runs)[len(runs) // 2],
-            "check_kwargs": mc.CHECK_KWARGS.get(method, {}),
+            "check_kwargs": {**mc.CHECK_KWARGS.get(method, {}), **(overrides or {}).get(method, {})},
         }
         entry["meets_bar"] = entry["passes"] == entry["runs"]
         record[f"{method}/{target}"] = entry
@@ -151,9 +163,11 @@ def write(all_checks, args, work: Path, meta: dict) -> None:
         "parentheses: were it the pooled rate's upper 95 % bound); "
         "P(original passes): the same for the untouched original model (its pooled rate). Moves are the unlearned "
         "minus the original rate of each other value on its own prompts (same prompts and seeds)."])
-    write_result("method_checks", "Method checks: pass counts over seeds", md,
+    if overrides:
+        md = f"A probe, not the suite's record: settings over the checks' {json.dumps(overrides)}.\n\n" + md
+    write_result(args.name, "Method checks: pass counts over seeds" + (" (probe)" if overrides else ""), md,
                  {"checks": record, "generation_seeds": args.generation_seeds,
-                  "training_seeds": args.training_seeds}, meta=meta)
+                  "training_seeds": args.training_seeds, "overrides": overrides or {}}, meta=meta)
 
 
 if __name__ == "__main__":
