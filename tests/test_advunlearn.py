@@ -89,3 +89,32 @@ def test_bad_settings_and_families_are_refused():
     with pytest.raises(ValueError, match="AdvUnlearn"):
         AdvUnlearnUnlearner(AdvUnlearnConfig(concepts=["church"], retain_loss_weight=0)).unlearn(
             tiny_pipeline("sdxl"))
+
+
+def test_the_authors_inner_attack_sums_its_gradients_and_returns_the_prefix_before_its_last_step():
+    """attack_util.py as it runs: no zero_grad, so step i moves on Σ_{j≤i} g_j; the prefix built before the last
+    update is returned. Recomputed with torch's Adam by hand on the same objective."""
+    from igmu_hf.attacks.soft_prompt import prefixed_states, soft_prefix_attack
+    from igmu_hf.tiny_pipelines import tiny_pipeline
+
+    pipe = tiny_pipeline("sd1")
+    tok, te = pipe.tokenizer, pipe.text_encoder
+    te.requires_grad_(False)
+    init = torch.randn(2, te.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(1, 77, te.config.hidden_size, generator=torch.Generator().manual_seed(1))
+
+    def objective(states, step):
+        return (states - target).pow(2).mean()
+
+    ours, losses = soft_prefix_attack(tok, te, "church", objective, init, 4, 0.05, accumulate_gradients=True,
+                                      return_before_last_update=True)
+    prefix = init.clone().requires_grad_(True)
+    opt = torch.optim.Adam([prefix], lr=0.05)
+    iterates = []
+    for _ in range(4):  # their loop: backward without zero_grad, then step
+        objective(prefixed_states(tok, te, prefix, "church"), 0).backward()
+        iterates.append(prefix.detach().clone())
+        opt.step()
+    torch.testing.assert_close(ours, iterates[-1], rtol=1e-5, atol=1e-6)
+    plain, _ = soft_prefix_attack(tok, te, "church", objective, init, 4, 0.05)
+    assert not torch.allclose(plain, ours, atol=1e-4) and len(losses) == 4

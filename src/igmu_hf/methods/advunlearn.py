@@ -43,6 +43,11 @@ class AdvUnlearnConfig(MethodConfig):
     attack_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the soft prefix."})
     prefix_length: int = field(default=1, metadata={"help": "k soft prefix tokens (the paper's adv_prompt_num)."})
     attack_method: str = field(default="pgd", metadata={"help": "'pgd' (Adam) or 'fast_at' (Adam on the sign)."})
+    inner_attack: str = field(default="paper", metadata={
+        "help": "'paper': each attack step on its own gradient, the last prefix returned (a standard attack, as the "
+                "paper describes it). 'authors_code': as train-scripts/utils/attack_util.py (9d23124) runs — the "
+                "gradient is never zeroed, so step i steps on the sum of steps 0..i, and the prefix from before the "
+                "last update is returned."})
     attack_init: str = field(default="random", metadata={
         "help": "'random' vocabulary tokens each iteration (the README's command) or 'latest' (the previous prefix)."})
     retain_loss_weight: float = field(default=0.3, metadata={"help": "w of the retain term (README: 0.3)."})
@@ -61,6 +66,8 @@ class AdvUnlearnConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.inner_attack not in ("paper", "authors_code"):
+            raise ValueError(f"`inner_attack` must be 'paper' or 'authors_code', got {self.inner_attack!r}.")
         if self.attack_method not in ("pgd", "fast_at"):
             raise ValueError(f"`attack_method` must be 'pgd' or 'fast_at', got {self.attack_method!r}.")
         if self.attack_init not in ("random", "latest"):
@@ -114,9 +121,10 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
         "UNet is the original's and whose conditioning there is the original encoder's, so the same trajectory).",
         "The retain z_r uses the outer iteration's t_enc, as the paper's 'reg' loss does; one shared draw per "
         "iteration seeded by (seed, iteration) so a resumed run repeats the uninterrupted one.",
-        "The inner attack zeroes its gradient every step and returns the prefix after its last update; the authors' "
-        "(train-scripts/utils/attack_util.py) never zero it, so its gradient accumulates over the attack steps, and "
-        "return the prefix from before the last update.",
+        "By default (inner_attack='paper') the inner attack zeroes its gradient every step and returns the prefix "
+        "after its last update; the authors' (train-scripts/utils/attack_util.py) never zero it, so its gradient "
+        "accumulates over the attack steps, and return the prefix from before the last update: "
+        "inner_attack='authors_code' attacks so.",
         "The adversarial prompt keeps every token of the concept; the authors' split_id/split_embd keep "
         "len(word.split()) tokens, so a concept with more tokens than words is cut ('nudity' = [nud, ity] "
         "trains on '<adv> nud').",
@@ -185,8 +193,11 @@ class AdvUnlearnUnlearner(TrainedUnlearner):
                     return F.mse_loss(eps(z, t, states.to(dev)), e_p)
 
                 te.requires_grad_(False)
+                authors = cfg.inner_attack == "authors_code"
                 prefix, attack_losses = soft_prefix_attack(tok, te, word, objective, init, cfg.attack_steps,
-                                                           cfg.attack_lr, cfg.attack_method)
+                                                           cfg.attack_lr, cfg.attack_method,
+                                                           accumulate_gradients=authors,
+                                                           return_before_last_update=authors)
                 for p in trainable.values():
                     p.requires_grad_(True)
                 latest = prefix
