@@ -66,7 +66,10 @@ def _training_with_block(src: str) -> ast.Module:
 
 
 def _is_assign_to(name):
-    return lambda n: isinstance(n, ast.Assign) and any(getattr(t, "id", None) == name for t in n.targets)
+    """A predicate: ``name = ...`` or ``a, name = ...`` at a statement."""
+    return lambda n: isinstance(n, ast.Assign) and any(
+        getattr(t, "id", None) == name or any(getattr(e, "id", None) == name for e in getattr(t, "elts", []))
+        for t in n.targets)
 
 
 class _TorchWithOurDraws:

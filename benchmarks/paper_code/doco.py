@@ -45,6 +45,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from paper_code.ca import _is_assign_to, _main_statements, _training_with_block
 from compare_paper_code import grads_of, interleaved_ratio, paper_function, paper_source, rel_diff
 
 REPOSITORY, COMMIT = "yongliang-wu/DoCo", "ebf6ff4"
@@ -58,28 +59,6 @@ IMAGE_PX = 128  # tiny VAE factor 4 -> 32x32 latents: their 4-block PatchGAN (32
 
 
 # ---------------------------------------------------------------------------------------------------- their code
-def _main_statements(src: str, first, last) -> ast.Module:
-    tree = ast.parse(src)
-    body = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main").body
-    i = next(k for k, n in enumerate(body) if first(n))
-    j = next(k for k, n in enumerate(body) if k >= i and last(n))
-    return ast.Module(body[i:j + 1], type_ignores=[])
-
-
-def _training_with_block(src: str) -> ast.Module:
-    tree = ast.parse(src)
-    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
-    epoch_loop = next(n for n in main.body if isinstance(n, ast.For) and getattr(n.target, "id", "") == "epoch")
-    node = next(n for n in ast.walk(epoch_loop) if isinstance(n, ast.With))
-    return ast.Module([node], type_ignores=[])
-
-
-def _is_assign_to(name):
-    return lambda n: isinstance(n, ast.Assign) and any(
-        getattr(t, "id", None) == name or any(getattr(e, "id", None) == name for e in getattr(t, "elts", []))
-        for t in n.targets)
-
-
 class _TorchWithOurDraws:
     """``torch`` for their step, except ``randn_like``/``randint`` give our draws (ours duplicated for the prior half)."""
 
