@@ -18,7 +18,9 @@ from igmu_hf.pipelines.receler.pipeline_receler import RecelerErasers, RecelerPi
 pytestmark = pytest.mark.xdist_group("receler")
 
 
+# the paper's mode: its adversarial embeddings are part of the state a killed run resumes
 FAST = {"iterations": 5, "ddim_steps": 5, "lr": 3e-3, "adversarial_tokens": 4, "attack_steps": 2,
+        "adversarial_prompt": "paper",
         "warmup_iterations": 2}
 KWARGS = dict(num_inference_steps=8, guidance_scale=5.0, output_type="np")
 PROMPTS = ["a red circle", "a blue square"]
@@ -141,7 +143,8 @@ def test_adversarial_prompt_modes_train_on_the_prompt_each_describes(mode):
 def test_a_concepts_adversarial_embeddings_move_only_when_it_is_drawn():
     """Two concepts, one iteration: the concept not drawn keeps its initial embeddings (before: a shared Adam with
     zero gradients and weight decay moved every concept's rows each step); the drawn one moves."""
-    kwargs = dict(concepts=["circle", "square"], iterations=1, ddim_steps=5, adversarial_tokens=4, attack_steps=2)
+    kwargs = dict(concepts=["circle", "square"], iterations=1, ddim_steps=5, adversarial_tokens=4, attack_steps=2,
+                  adversarial_prompt="paper")
     start = RecelerUnlearner(RecelerConfig(warmup_iterations=1, **kwargs), progress=False)
     start.unlearn(load_pipeline())  # attack off: the embeddings stay as initialised
     trained = RecelerUnlearner(RecelerConfig(**kwargs), progress=False)

@@ -19,6 +19,9 @@ Facts from the authors' code (``jasper0314-huang/Receler`` 3ccedc9: ``train_rece
   quarter of the latent size (16×16 on SD1.4 at 512 px), averaged, min-max normalised, ≥ 0.1 → 1, resized (nearest)
   to each layer; the channel mean of the squared masked output is summed over positions.
 
+By default the adversarial prompt never reaches the model, as the authors' code runs (``adversarial_prompt``):
+their erasers train on the clean prompt with the ESD loss and the mask penalty.
+
 The result is a custom pipeline (``RecelerPipeline``): the original components plus an ``eraser`` component; stock
 diffusers loads the folder with ``trust_remote_code=True`` and igmu_hf with its own copy of the class.
 """
@@ -55,17 +58,20 @@ class RecelerConfig(MethodConfig):
     attack_weight_decay: float = field(default=0.1, metadata={"help": "Adam weight decay of the adversarial prompt."})
     warmup_iterations: int = field(default=0, metadata={"help": "Iterations before adversarial prompting starts "
                                                                 "(start_advrs_train)."})
-    adversarial_prompt: str = field(default="paper", metadata={
-        "help": "'paper': the adversarial embeddings enter the prompt the erasers train on (the paper's Eq. and "
-                "intent). 'authors_code': as the authors' train_receler.py (3ccedc9) runs — its `emb_n[:, "
-                "advrs_indices, :].data = ...` writes into the copy that tensor indexing makes, so no adversarial "
-                "embedding reaches the model and the erasers train on the clean prompt (ESD loss + mask penalty); "
-                "the inner attack, whose result is never used, is skipped (the same erasers, 1/attack_steps of the "
-                "passes)."})
+    adversarial_prompt: str = field(default="authors_code", metadata={
+        "help": "'authors_code' (default): as the authors' train_receler.py (3ccedc9) runs, which made the paper's "
+                "numbers — its `emb_n[:, advrs_indices, :].data = ...` writes into the copy that tensor indexing "
+                "makes, so no adversarial embedding reaches the model and the erasers train on the clean prompt (ESD "
+                "loss + mask penalty); the inner attack, whose result is never used, is skipped (the same erasers, "
+                "1/attack_steps of the passes). 'paper': the adversarial embeddings enter the prompt the erasers "
+                "train on (the paper's Eq. and intent). Measured on the mini world at the check's 75 iterations "
+                "(docs/results/method_checks.md, probe_receler_authors_code.md): circle 0.09 [0.06, 0.13] as the "
+                "authors' code runs, 0.60 [0.56, 0.63] with the adversarial prompts in."})
 
     field_ranges: ClassVar[dict] = {"warmup_iterations": (0, None, True), "adversarial_tokens": (0, None, True),
                                     "mask_weight": (0, None, True)}
-    defaults_version = "2"  # 2: one Adam state per concept's adversarial embeddings (no drift of inactive rows)
+    # 2: adversarial_prompt='authors_code' by default; one Adam state per concept's adversarial embeddings
+    defaults_version = "2"
     mini_preset = {"iterations": 150, "lr": 3e-3, "ddim_steps": 25, "attack_steps": 5}
 
     def __post_init__(self):
@@ -157,10 +163,10 @@ class RecelerUnlearner(TrainedUnlearner):
         "The mask's map size is a quarter of the latent size, or the nearest the UNet has (the authors fix 16×16 for "
         "SD1.4 at 512 px).",
         "Draws are seeded by (seed, iteration), so a resumed run repeats the uninterrupted one.",
-        "By default (adversarial_prompt='paper') the adversarial embeddings enter the prompt, as the paper describes; "
-        "in the authors' code (train_receler.py) `emb_n[:, advrs_indices, :].data = ...` writes into the copy that "
-        "indexing with a tensor makes, so their erasers train on the clean prompt (ESD loss + mask penalty) and the "
-        "adversarial embeddings never reach the model: adversarial_prompt='authors_code' trains so.",
+        "By default (adversarial_prompt='authors_code') the erasers train as the authors' code runs: its "
+        "`emb_n[:, advrs_indices, :].data = ...` (train_receler.py) writes into the copy that indexing with a tensor "
+        "makes, so no adversarial embedding reaches the model, against the paper's text, which puts them in the "
+        "prompt (adversarial_prompt='paper').",
         "adversarial_prompt='authors_code' skips the inner attack (its embeddings never reach the model, so the "
         "erasers are the same); the authors run its attack_steps passes per iteration.",
         "z_T has the pipeline's latent size; the authors always draw (1, 4, 64, 64) (the same at 512 px).",
