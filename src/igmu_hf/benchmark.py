@@ -78,7 +78,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "ca": {"max_train_steps": 100},
         "darkminer": {"mining_epochs": 40, "mining_decay_epoch": 30, "circumvent_epochs": 40,
                       "circumvent_decay_epoch": 30, "max_loops": 1},
-        "doco": {"max_train_steps": 100, "warm_up": 50},  # the preset's warm-up share (half) kept
+        "doco": {"max_train_steps": 200, "warm_up": 100},  # the preset's warm-up share (half) kept
         "duo": {"max_train_steps": 150},
         "esd": {"iterations": 100},
         "receler": {"iterations": 40},
