@@ -200,14 +200,19 @@ class DoCoUnlearner(CAUnlearner):
     def initial_state(self) -> dict:
         return {"losses": [], "discriminator_losses": [], "conflicts": 0}
 
-    def setup_training(self, pipeline, names):
+    def check_discriminator_depth(self, size: int) -> None:
         cfg: DoCoConfig = self.config
-        size = family_of(pipeline).denoiser(pipeline).config.sample_size
-        if cfg.formulation == "authors_code" and size // 2 ** cfg.discriminator_layers < 2:  # before any image is made
+        if cfg.formulation == "authors_code" and size // 2 ** cfg.discriminator_layers < 2:
             most = max(1, (size // 2).bit_length() - 1)
             raise ValueError(f"The discriminator's {cfg.discriminator_layers} stride-2 blocks shrink the {size}×{size} "
-                             f"latents below 2×2; pass discriminator_layers ≤ {most} for this model.")
+                             f"latents below 2×2; pass discriminator_layers ≤ {most} for these latents.")
+
+    def setup_training(self, pipeline, names):
+        cfg: DoCoConfig = self.config
+        if self.images is None:  # the images will be generated at the pipeline's default size: refuse before that
+            self.check_discriminator_depth(family_of(pipeline).denoiser(pipeline).config.sample_size)
         setup = super().setup_training(pipeline, names)
+        self.check_discriminator_depth(int(setup["latents"].shape[-1]))
         cfg: DoCoConfig = self.config
         unet = setup["unet"]
         authors = cfg.formulation == "authors_code"
