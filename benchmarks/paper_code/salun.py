@@ -14,6 +14,7 @@ per step (random_label.py:139) removed for timing; saving stubs.
 """
 
 import contextlib
+import dataclasses
 import copy
 import io
 import types
@@ -21,7 +22,7 @@ import types
 import numpy as np
 import torch
 
-from compare_paper_code import interleaved_ratio, paper_function, rel_diff
+from compare_paper_code import interleaved_ratio, per_step_ratio, paper_function, rel_diff
 
 REPOSITORY, COMMIT = "OPTML-Group/Unlearn-Saliency", "ac880a2"
 
@@ -214,7 +215,26 @@ def compare(repo: str) -> dict:
             S.saliency_mask = real
         out["ours"] = dict(pipe=pipe, loss=un.stats["first_loss"], **rec)
 
-    timing = interleaved_ratio(ours, theirs, repeats=5)
+    whole = interleaved_ratio(ours, theirs, repeats=5)
+
+    # per step: n epochs of one step each on both sides (the mask pass and the setup cancel in T(n) − T(1))
+    def theirs_n(n):
+        pipe = copy.deepcopy(base)
+        unet = pipe.unet.requires_grad_(True)
+        held["model"] = _LdmModel(unet, copy.deepcopy(base.text_encoder).requires_grad_(False), pipe.tokenizer,
+                                  pipe.vae, mk, draws)
+        draws.ri[:] = [mask_t] + [t_r, t_f] * n
+        draws.rn[:] = [mask_noise] + [n_r, n_f] * n
+        draws.abs.clear()
+        gm(CLASS_TO_FORGET, 7.5, bs, 1, 1e-5, None, None, None, "cpu", image_size=32)
+        cl(CLASS_TO_FORGET, "full", 0.5, bs, n, 1e-5, None, None, "mask.pt", None, "cpu", image_size=32)
+
+    def ours_n(n):
+        with contextlib.redirect_stderr(io.StringIO()):
+            S.SalUnUnlearner(dataclasses.replace(cfg, num_train_epochs=n), images=images,
+                             progress=False).unlearn(copy.deepcopy(base))
+
+    timing = {**per_step_ratio(ours_n, theirs_n), "whole_run_time_ratio": whole["step_time_ratio"]}
     step_o, step_t = {}, {}
     p_o, p_t = copy.deepcopy(base), copy.deepcopy(base)
     with _record_adam_step(step_o):
