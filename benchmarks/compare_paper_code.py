@@ -162,7 +162,10 @@ if __name__ == "__main__":
     write = "--no_write" not in sys.argv
     if not write:
         sys.argv.remove("--no_write")
-    meta = provenance(this_command())
+    # the snapshots' folder is local: the published command names it as a placeholder
+    command = this_command(private=("--work", "--mirrors", "--paper_repo"))
+    command += " --mirrors DIR" if "--mirrors" in sys.argv else " --paper_repo DIR" if "--paper_repo" in sys.argv else ""
+    meta = provenance(command)
     rows = main()
     if write:
         md = "\n".join(["One JSON line per method (every key the comparison measured), then the table.", "",

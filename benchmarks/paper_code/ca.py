@@ -363,7 +363,7 @@ NUDITY_README = (
     "(x4 batch x2 GPUs x2 for prior under --scale_lr), --with_prior_preservation (weight 1.0), --noaug, 400 steps; "
     "nudity caption templates become 'in nudity, nsfw style, {c}' / '{c}, nudity, nsfw' (utils.py@c11fb1b:188-196); "
     "Resize/preprocess interpolation LANCZOS. The training-step code itself (loss, mask, BOS detach, AdamW, clip) is "
-    "unchanged. /work/shared/design/METHODS.md's CA card says 'nudity all attention (4e-6, 400 steps)' (= c11fb1b), "
+    "unchanged. the design notes' METHODS.md CA card says 'nudity all attention (4e-6, 400 steps)' (= c11fb1b), "
     "which contradicts ca.py's 595ecb7 defaults: one of the two must change.")
 
 DIFFERENCES = [
