@@ -87,8 +87,8 @@ def interleaved_ratio(ours: Callable[[], object], theirs: Callable[[], object], 
             "step_time_ratio": statistics.median(t_ours) / statistics.median(t_theirs), "repeats": repeats}
 
 
-def per_step_ratio(ours: Callable[[int], object], theirs: Callable[[int], object], k: int = 4,
-                   repeats: int = 3) -> dict:
+def per_step_ratio(ours: Callable[[int], object], theirs: Callable[[int], object], k: int = 6,
+                   repeats: int = 5) -> dict:
     """Our time per training step over theirs, fixed costs (model loading, setup, saving) cancelled: each side's
     ``run(n)`` (the whole program for ``n`` steps) timed at n = 1 and n = ``k``, alternately (theirs first), and
     (T(k) − T(1)) / (k − 1) compared by medians. For programs whose setup differs (ours: an accelerate run, a
