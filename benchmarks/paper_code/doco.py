@@ -45,7 +45,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from paper_code.ca import _is_assign_to, _main_statements, _training_with_block
+from paper_code.ca import _Images, _TorchWithOurDraws, _is_assign_to, _main_statements, _training_with_block
 from compare_paper_code import grads_of, interleaved_ratio, paper_function, paper_source, rel_diff
 
 REPOSITORY, COMMIT = "yongliang-wu/DoCo", "ebf6ff4"
@@ -59,24 +59,6 @@ IMAGE_PX = 128  # tiny VAE factor 4 -> 32x32 latents: their 4-block PatchGAN (32
 
 
 # ---------------------------------------------------------------------------------------------------- their code
-class _TorchWithOurDraws:
-    """``torch`` for their step, except ``randn_like``/``randint`` give our draws (ours duplicated for the prior half)."""
-
-    def __init__(self, noise, t):
-        self._noise, self._t = noise, t
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    def randn_like(self, x):
-        assert x.shape == self._noise.shape, (x.shape, self._noise.shape)
-        return self._noise.clone().to(x)
-
-    def randint(self, low, high, size, device=None):
-        assert (low, high, tuple(size)) == (0, 1000, tuple(self._t.shape))
-        return self._t.clone().to(device)
-
-
 def _record_step(opt, params: dict, record: dict, key: str):
     """Wrap ``opt.step`` to record the gradients it steps with (both sides zero them right after)."""
     step = opt.step
@@ -181,17 +163,6 @@ def _their_step_namespace(T, st, batch, accelerator, args, noise, t):
 
 
 # ---------------------------------------------------------------------------------------------------- our code
-class _Images:
-    def __init__(self, images, anchors, targets):
-        self.cols = {"image": images, "prompt": anchors, "concept": targets}
-
-    def __getitem__(self, k):
-        return self.cols[k]
-
-    def __len__(self):
-        return len(self.cols["image"])
-
-
 def _our_setup(base, images):
     from igmu_hf.families import family_of
     from igmu_hf.methods.ca import ca_parameter_names
