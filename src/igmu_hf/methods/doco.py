@@ -80,10 +80,7 @@ class DoCoConfig(CAConfig):
     surgery_strength: float = field(default=1.0, metadata={"help": "λ of the authors' surgery (--lambda_)."})
     warm_up: int = field(default=1000, metadata={
         "help": "Steps at the start where only the discriminator trains (the authors' --warm_up; 'authors_code')."})
-    max_grad_norm: float = field(default=1.0, metadata={
-        "help": "Global gradient-norm clip of the UNet's gradients ('authors_code'; their --max_grad_norm)."})
-    adam_weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay of the UNet "
-                                                                      "('authors_code')."})
+    # max_grad_norm (1.0) and adam_weight_decay (1e-2) come from CAConfig: the authors' clip and AdamW, shared
 
     field_ranges: ClassVar[dict] = {"warm_up": (0, None, True), "surgery_strength": (0, None, True)}
     defaults_version = "2"  # 2: the authors' code (ebf6ff4) by default; 1 was 'paper_reading' with its defaults
@@ -346,12 +343,10 @@ class DoCoUnlearner(CAUnlearner):
             offset += p.numel()
         return out
 
-    @staticmethod
-    def _assign(flat: torch.Tensor, params) -> None:
-        offset = 0
-        for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+    @classmethod
+    def _assign(cls, flat: torch.Tensor, params) -> None:
+        for p, g in zip(params, cls._split(flat, params)):
+            p.grad = g.clone()
 
     def stats_of(self, state, setup) -> dict:
         return {"discriminator_final_loss": state["discriminator_losses"][-1],
